@@ -1,0 +1,49 @@
+"""Keep units of classes not yet seen out of every loss and prediction."""
+
+from __future__ import annotations
+
+import torch
+from avalanche.training.plugins import SupervisedPlugin
+
+from avalanche_m2kd.stream import experience_classes
+
+__all__ = ["SeenClassesMaskingPlugin"]
+
+
+class SeenClassesMaskingPlugin(SupervisedPlugin, supports_distributed=True):
+    """Masks the logits of classes not seen so far with ``mask_value``.
+
+    A plain ``nn.Linear`` head sized for all classes otherwise lets unseen units
+    into the cross-entropy (they are pushed down at every step) and into the
+    predictions. This does for any head what Avalanche's ``IncrementalClassifier``
+    does with ``masking=True`` (same default value), in training and evaluation.
+
+    Args:
+        mask_value: the logit given to unseen units (Avalanche's default ``-1000``).
+    """
+
+    def __init__(self, mask_value: float = -1000.0) -> None:
+        super().__init__()
+        self.mask_value = mask_value
+        self.seen: set[int] = set()
+        self._mask: torch.Tensor | None = None
+
+    def before_training_exp(self, strategy, *args, **kwargs):
+        self.seen.update(experience_classes(strategy.experience))
+        self._mask = None
+
+    def _apply(self, strategy) -> None:
+        out = strategy.mb_output
+        if not self.seen or not isinstance(out, torch.Tensor) or out.dim() != 2:
+            return
+        if self._mask is None or self._mask.shape[0] != out.shape[1] or self._mask.device != out.device:
+            mask = torch.ones(out.shape[1], dtype=torch.bool, device=out.device)
+            mask[[c for c in self.seen if c < out.shape[1]]] = False
+            self._mask = mask
+        strategy.mb_output = out.masked_fill(self._mask, self.mask_value)
+
+    def after_forward(self, strategy, *args, **kwargs):
+        self._apply(strategy)
+
+    def after_eval_forward(self, strategy, *args, **kwargs):
+        self._apply(strategy)

@@ -1,0 +1,102 @@
+"""Multi-level distillation: intermediate features pulled towards the snapshots'."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from avalanche_m2kd.features import INPUT_SUFFIX, FeatureCapture, find_head, resolve_layer_specs
+from avalanche_m2kd.losses import FeatureLoss, multi_level_distillation_loss
+from avalanche_m2kd.plugins._teachers import TeacherPlugin, TeacherSet
+from avalanche_m2kd.snapshots import SnapshotStore
+
+__all__ = ["MultiLevelDistillationPlugin"]
+
+_FEATURE_LOSSES = ("normalized_mse", "mse", "attention")
+
+
+class MultiLevelDistillationPlugin(TeacherPlugin):
+    r"""Adds ``weight * L_feat`` to the loss: feature distillation at named layers.
+
+    .. math::
+        L_{feat} = \sum_j w_j \frac{1}{|L|}\sum_{l\in L} d\big(F_l(x), F^{(j)}_l(x)\big)
+
+    over the teachers ``j`` (the last snapshot, or all with uniform ``w_j``) and
+    layers ``L``, with ``d`` from :func:`avalanche_m2kd.losses.feature_distillation_loss`.
+    Unlike Avalanche's ``FeatureDistillationPlugin`` (one layer, last model only),
+    it distils several levels and can use every snapshot.
+
+    Args:
+        feature_layers: dotted module names whose outputs are distilled (append
+            ``":input"`` for a module's input). ``None`` (default, ours) uses the
+            input of the classifier head — the penultimate features, which every
+            classification model has. For ResNets, SPEC suggests the residual stages
+            (e.g. ``["layer2", "layer3"]``). Unknown names fail before training and
+            the error lists the valid ones.
+        loss: ``"normalized_mse"`` (SPEC default), ``"mse"`` or ``"attention"``.
+        teachers: ``"last"`` snapshot (SPEC default) or ``"all"`` (averaged).
+        weight: ``lambda_feat`` (SPEC default 1).
+        store: a shared :class:`SnapshotStore`; ``None`` keeps a private full-copy one.
+        head_name: the classifier head (found if ``None``).
+    """
+
+    def __init__(
+        self,
+        feature_layers: Optional[Sequence[str]] = None,
+        loss: FeatureLoss = "normalized_mse",
+        teachers: TeacherSet = "last",
+        weight: float = 1.0,
+        store: Optional[SnapshotStore] = None,
+        head_name: Optional[str] = None,
+    ) -> None:
+        super().__init__(store, head_name)
+        if loss not in _FEATURE_LOSSES:
+            raise ValueError(
+                f"Expected argument `feature_loss` to be one of {_FEATURE_LOSSES}, but got {loss!r}"
+            )
+        if weight < 0:
+            raise ValueError(f"Expected argument `weight` to be >= 0, but got {weight}")
+        if feature_layers is not None and isinstance(feature_layers, str):
+            feature_layers = [feature_layers]
+        self._check_teachers(teachers, "feature_teachers")
+        self.feature_layers = None if feature_layers is None else list(feature_layers)
+        self.head_name = head_name
+        self.loss = loss
+        self.teachers: TeacherSet = teachers
+        self.weight = weight
+        self._student: Optional[FeatureCapture] = None
+
+    def layer_specs(self, model) -> list[str]:
+        """The validated layer specs for ``model``."""
+        if self.feature_layers is not None:
+            return resolve_layer_specs(model, self.feature_layers)
+        return [find_head(model, self.store.head_name or self.head_name) + INPUT_SUFFIX]
+
+    def before_training(self, strategy, *args, **kwargs):
+        self.layer_specs(strategy.model)  # fail before any training on a bad name
+
+    def before_training_exp(self, strategy, *args, **kwargs):
+        super().before_training_exp(strategy, *args, **kwargs)
+        specs = self.layer_specs(strategy.model)
+        self._detach()
+        self._student = FeatureCapture(strategy.model, specs).attach()
+        self.store.capture_features(specs)
+
+    def before_backward(self, strategy, *args, **kwargs):
+        ids = self.teacher_ids(self.teachers)
+        if not ids or self.weight == 0 or self._student is None:
+            return
+        student = self._student.collect()
+        teachers = []
+        for k in ids:
+            _, feats = self.store.teacher(k).run(strategy.mb_x)
+            teachers.append([feats[s] for s in self._student.specs])
+        strategy.loss += self.weight * multi_level_distillation_loss(student, teachers, self.loss)
+
+    def after_training_exp(self, strategy, *args, **kwargs):
+        self._detach()
+        super().after_training_exp(strategy, *args, **kwargs)
+
+    def _detach(self) -> None:
+        if self._student is not None:
+            self._student.detach()
+            self._student = None

@@ -1,0 +1,195 @@
+"""Owner-index pruning and bit masks: the pure logic behind the snapshot store.
+
+In the ``nested`` store every prunable weight carries an *owner index*: ``0`` means
+free, ``k >= 1`` means the weight was kept at the end of experience ``k - 1``
+(0-based experience ``k - 1`` has owner value ``k``) and is frozen from then on.
+Snapshot ``k`` (0-based) is the live weight tensor masked to ``1 <= owner <= k + 1``.
+
+These functions are free of any Avalanche or module state, so that the arithmetic
+(the fraction released per layer, the masks, the schedule) is unit-tested on its
+own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "PruneRatio",
+    "keep_fraction",
+    "magnitude_keep_mask",
+    "pack_bits",
+    "prune_free_weights",
+    "snapshot_mask",
+    "unpack_bits",
+    "validate_prune_ratio",
+]
+
+#: ``"fair"``, one float in ``[0, 1)``, or one float per experience.
+PruneRatio = Union[str, float, Sequence[float]]
+
+#: The largest owner value an ``uint8`` owner tensor can hold.
+MAX_SNAPSHOTS = 255
+
+
+def validate_prune_ratio(prune_ratio: PruneRatio) -> PruneRatio:
+    """Check a ``prune_ratio`` argument and return it unchanged.
+
+    Args:
+        prune_ratio: ``"fair"``, a float in ``[0, 1)`` or a sequence of such floats
+            (one per experience).
+
+    Raises:
+        ValueError: for any other value, with the expected form in the message.
+    """
+    if isinstance(prune_ratio, str):
+        if prune_ratio != "fair":
+            raise ValueError(
+                "Expected argument `prune_ratio` to be 'fair', a float in [0, 1) or a "
+                f"list of such floats, but got {prune_ratio!r}"
+            )
+        return prune_ratio
+    values = list(prune_ratio) if isinstance(prune_ratio, Sequence) else [prune_ratio]
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+            raise ValueError(
+                "Expected argument `prune_ratio` to be a float in [0, 1) (or 'fair', or a "
+                f"list of floats in [0, 1)), but got {v!r}"
+            )
+    if not values:
+        raise ValueError("Expected argument `prune_ratio` to be non-empty, but got []")
+    return prune_ratio
+
+
+def keep_fraction(
+    prune_ratio: PruneRatio, experience: int, n_experiences: Optional[int] = None
+) -> float:
+    """Fraction of the *free* weights that experience ``experience`` keeps.
+
+    * ``"fair"``: ``1 / (N - t)`` for 0-based ``t`` out of ``N`` experiences, so every
+      experience ends up owning the same share ``1 / N`` of each layer and the last
+      one keeps all that is left.
+    * a float ``r``: ``1 - r`` at every experience (experience ``t`` then owns
+      ``(1 - r) r^t`` of each layer: a long stream starves its last experiences).
+    * a sequence: ``1 - r[t]`` (the last value repeats past the end).
+
+    Args:
+        prune_ratio: see :func:`validate_prune_ratio`.
+        experience: 0-based experience index ``t``.
+        n_experiences: stream length ``N``; required by ``"fair"``.
+
+    Example:
+        >>> [round(keep_fraction("fair", t, 4), 3) for t in range(4)]
+        [0.25, 0.333, 0.5, 1.0]
+        >>> keep_fraction(0.25, 3)
+        0.75
+    """
+    if prune_ratio == "fair":
+        if n_experiences is None:
+            raise ValueError(
+                "prune_ratio='fair' needs the stream length: the experience does not "
+                "know its stream, so pass `n_experiences=` or a float `prune_ratio`"
+            )
+        if experience >= n_experiences:
+            raise ValueError(
+                f"experience {experience} is past the end of a stream of {n_experiences}"
+            )
+        return 1.0 / (n_experiences - experience)
+    if isinstance(prune_ratio, Sequence) and not isinstance(prune_ratio, str):
+        ratio = prune_ratio[min(experience, len(prune_ratio) - 1)]
+    else:
+        ratio = prune_ratio
+    return 1.0 - float(ratio)  # type: ignore[arg-type]
+
+
+def prune_free_weights(
+    weight: Tensor, owner: Tensor, owner_value: int, keep: float
+) -> tuple[Tensor, Tensor]:
+    """Give the largest-magnitude free weights to a new owner; release the rest.
+
+    Among the entries with ``owner == 0``, the ``round(keep * n_free)`` of largest
+    ``|weight|`` get ``owner_value``; the other free entries stay free and are
+    reported as *released* (the caller zeroes them). Owned entries are untouched.
+
+    Args:
+        weight: the layer's weight tensor.
+        owner: ``uint8`` owner indices, same shape as ``weight``.
+        owner_value: the new owner (``1 + experience``), in ``1..255``.
+        keep: fraction of free weights to keep, in ``[0, 1]``.
+
+    Returns:
+        ``(new_owner, released)``: the updated owner tensor and a bool mask of the
+        released entries.
+
+    Example:
+        >>> w = torch.tensor([0.1, -0.5, 0.3, 0.2]); o = torch.tensor([0, 0, 1, 0], dtype=torch.uint8)
+        >>> new, rel = prune_free_weights(w, o, 2, keep=2 / 3)
+        >>> new.tolist(), rel.tolist()
+        ([0, 2, 1, 2], [True, False, False, False])
+    """
+    if weight.shape != owner.shape:
+        raise ValueError(f"weight {tuple(weight.shape)} and owner {tuple(owner.shape)} differ")
+    if not 1 <= owner_value <= MAX_SNAPSHOTS:
+        raise ValueError(f"owner value must be in 1..{MAX_SNAPSHOTS}, got {owner_value}")
+    if not 0.0 <= keep <= 1.0:
+        raise ValueError(f"keep fraction must be in [0, 1], got {keep}")
+    free = (owner == 0).flatten()
+    free_idx = free.nonzero().squeeze(1)
+    n_keep = int(round(keep * free_idx.numel()))
+    new_owner = owner.clone().flatten()
+    released = torch.zeros_like(free)
+    if free_idx.numel():
+        magnitude = weight.detach().flatten()[free_idx].abs()
+        order = torch.argsort(magnitude, descending=True, stable=True)
+        new_owner[free_idx[order[:n_keep]]] = owner_value
+        released[free_idx[order[n_keep:]]] = True
+    return new_owner.view_as(owner), released.view_as(owner)
+
+
+def snapshot_mask(owner: Tensor, owner_value: int) -> Tensor:
+    """Bool mask of the weights that make up the snapshot of owner ``owner_value``.
+
+    Those are the weights owned by that snapshot or an earlier one
+    (``1 <= owner <= owner_value``); everything else was zero at that time.
+    """
+    return (owner >= 1) & (owner <= owner_value)
+
+
+def magnitude_keep_mask(weight: Tensor, density: float) -> Tensor:
+    """Bool mask of the ``round(density * numel)`` largest-magnitude entries."""
+    if not 0.0 <= density <= 1.0:
+        raise ValueError(f"density must be in [0, 1], got {density}")
+    flat = weight.detach().flatten().abs()
+    n_keep = int(round(density * flat.numel()))
+    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=weight.device)
+    if n_keep:
+        mask[torch.argsort(flat, descending=True, stable=True)[:n_keep]] = True
+    return mask.view_as(weight)
+
+
+_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+
+def pack_bits(mask: Tensor) -> Tensor:
+    """Pack a bool tensor into ``ceil(numel / 8)`` bytes (little-endian bit order).
+
+    Example:
+        >>> pack_bits(torch.tensor([True, False, True])).tolist()
+        [5]
+    """
+    flat = mask.flatten().to(torch.uint8).cpu()
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return (flat.view(-1, 8) * _BIT_WEIGHTS).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: Tensor, shape: Sequence[int] | torch.Size) -> Tensor:
+    """Inverse of :func:`pack_bits`: a bool tensor of ``shape``."""
+    numel = math.prod(shape)
+    bits = packed.cpu().unsqueeze(1).bitwise_and(_BIT_WEIGHTS).ne(0).flatten()
+    return bits[:numel].view(*shape)

@@ -1,0 +1,171 @@
+"""``M2KDStrategy``: Avalanche's supervised template plus the M2KD plugins."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin, SupervisedPlugin
+from avalanche.training.plugins.evaluation import default_evaluator
+from avalanche.training.storage_policy import ParametricBuffer
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+from torch.optim import Optimizer
+
+from avalanche_m2kd.exemplars import HeadInputHerding
+from avalanche_m2kd.features import find_head, resolve_layer_specs
+from avalanche_m2kd.losses import FeatureLoss, TeacherSlice
+from avalanche_m2kd.plugins import (
+    MultiLevelDistillationPlugin,
+    MultiModelDistillationPlugin,
+    SeenClassesMaskingPlugin,
+    SnapshotMaskingPlugin,
+)
+from avalanche_m2kd.plugins._teachers import TeacherSet
+from avalanche_m2kd.pruning import PruneRatio
+from avalanche_m2kd.snapshots import SnapshotMode, SnapshotStore
+
+__all__ = ["M2KDStrategy"]
+
+
+class _ExemplarReplay(ReplayPlugin):
+    """Avalanche's ``ReplayPlugin``, updating its buffer through ``post_adapt``.
+
+    ``ReplayPlugin.after_training_exp`` calls the buffer's ``update``, deprecated in
+    Avalanche 0.6 (a warning per experience, removed in 0.7); ``post_adapt`` is
+    what it forwards to.
+    """
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.storage_policy.post_adapt(strategy, strategy.experience)
+
+
+class M2KDStrategy(SupervisedTemplate):
+    """M2KD (Zhou et al., BMVC 2020) as an Avalanche strategy.
+
+    A thin composition of Avalanche's ``SupervisedTemplate`` with, in this order:
+
+    1. :class:`~avalanche_m2kd.plugins.SnapshotMaskingPlugin` — the snapshot store
+       (``nested`` mask-based pruning, ``pruned`` or ``full``);
+    2. :class:`~avalanche_m2kd.plugins.SeenClassesMaskingPlugin` — units of classes
+       not yet seen never enter a loss or a prediction (plain ``nn.Linear`` heads);
+    3. :class:`~avalanche_m2kd.plugins.MultiModelDistillationPlugin` — logit
+       distillation from all snapshots;
+    4. :class:`~avalanche_m2kd.plugins.MultiLevelDistillationPlugin` — feature
+       distillation at named layers (left out when ``feat_weight=0``);
+    5. Avalanche's ``ReplayPlugin`` with a class-balanced ``ParametricBuffer``
+       and herding selection (left out when ``mem_size=0``: exemplar-free);
+
+    then the user's ``plugins``. The positional arguments are those of Avalanche's
+    own strategies, so swapping ``Naive(...)``/``LwF(...)`` for ``M2KDStrategy(...)``
+    in a benchmark script is all it takes; every M2KD option is keyword-only with
+    a documented default.
+
+    Args:
+        model: the classifier. Its head is an ``IncrementalClassifier`` or a linear
+            layer (the last ``nn.Linear``, or ``head_name``).
+        optimizer: the optimizer over ``model``'s parameters.
+        criterion: the classification loss (cross-entropy).
+        train_mb_size, train_epochs, eval_mb_size, device, plugins, evaluator,
+            eval_every, peval_mode: as in Avalanche's ``SupervisedTemplate``.
+        feature_layers: layers of the multi-level term (dotted names, ``":input"``
+            suffix for a module's input). Default ``None``: the head's input.
+        mem_size: exemplar memory size, class-balanced with herding. Default 2000
+            (SPEC, iCaRL's protocol); 0 for exemplar-free.
+        snapshot_mode: ``"nested"`` (default, the paper's mask-based pruning),
+            ``"pruned"`` or ``"full"``.
+        prune_ratio: see :class:`~avalanche_m2kd.plugins.SnapshotMaskingPlugin`
+            (default ``"fair"`` in ``nested``, 0.5 in ``pruned``).
+        post_prune_epochs: fine-tuning epochs after pruning (default
+            ``train_epochs // 4``).
+        temperature: distillation temperature (SPEC default 2).
+        mm_weight: ``lambda_mm`` (SPEC default 1).
+        feat_weight: ``lambda_feat`` (SPEC default 1).
+        teacher_slice: ``"cumulative"`` (default, ours, provisional) or ``"own"``.
+        teachers: ``"all"`` (paper) or ``"last"`` (LwF-style).
+        feature_loss: ``"normalized_mse"`` (SPEC default), ``"mse"``, ``"attention"``.
+        feature_teachers: ``"last"`` (SPEC default) or ``"all"``.
+        head_name: dotted name of the classifier head; found when ``None``.
+
+    Attributes:
+        snapshots: the :class:`~avalanche_m2kd.snapshots.SnapshotStore`.
+
+    Raises:
+        ValueError: an unknown layer or head name, a multi-head model, or an option
+            out of range — at construction, before any training.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Optimizer,
+        criterion: nn.Module = nn.CrossEntropyLoss(),
+        train_mb_size: int = 1,
+        train_epochs: int = 1,
+        eval_mb_size: Optional[int] = None,
+        device: Union[str, torch.device] = "cpu",
+        plugins: Optional[Sequence[SupervisedPlugin]] = None,
+        evaluator: Union[EvaluationPlugin, Callable[[], EvaluationPlugin]] = default_evaluator,
+        eval_every: int = -1,
+        peval_mode: str = "epoch",
+        *,
+        feature_layers: Optional[Sequence[str]] = None,
+        mem_size: int = 2000,
+        snapshot_mode: SnapshotMode = "nested",
+        prune_ratio: Optional[PruneRatio] = None,
+        post_prune_epochs: Optional[int] = None,
+        temperature: float = 2.0,
+        mm_weight: float = 1.0,
+        feat_weight: float = 1.0,
+        teacher_slice: TeacherSlice = "cumulative",
+        teachers: TeacherSet = "all",
+        feature_loss: FeatureLoss = "normalized_mse",
+        feature_teachers: TeacherSet = "last",
+        head_name: Optional[str] = None,
+    ) -> None:
+        head_name = find_head(model, head_name)
+        if feature_layers is not None:
+            feature_layers = resolve_layer_specs(
+                model, [feature_layers] if isinstance(feature_layers, str) else feature_layers
+            )
+        if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size < 0:
+            raise ValueError(f"Expected argument `mem_size` to be an int >= 0, but got {mem_size!r}")
+        self.masking = SnapshotMaskingPlugin(
+            snapshot_mode, prune_ratio, post_prune_epochs, head_name=head_name
+        )
+        store = self.masking.store
+        m2kd: list[SupervisedPlugin] = [
+            self.masking,
+            SeenClassesMaskingPlugin(),
+            MultiModelDistillationPlugin(
+                temperature, mm_weight, teacher_slice, teachers, store=store
+            ),
+        ]
+        feature_plugin = MultiLevelDistillationPlugin(
+            feature_layers, feature_loss, feature_teachers, feat_weight, store=store, head_name=head_name
+        )
+        if feat_weight > 0:
+            m2kd.append(feature_plugin)
+        if mem_size > 0:
+            buffer = ParametricBuffer(
+                mem_size, groupby="class", selection_strategy=HeadInputHerding(head_name)
+            )
+            m2kd.append(_ExemplarReplay(mem_size, storage_policy=buffer))
+        super().__init__(
+            model=model,
+            optimizer=optimizer,
+            criterion=criterion,
+            train_mb_size=train_mb_size,
+            train_epochs=train_epochs,
+            eval_mb_size=eval_mb_size,
+            device=device,
+            plugins=m2kd + list(plugins or []),
+            evaluator=evaluator,
+            eval_every=eval_every,
+            peval_mode=peval_mode,
+        )
+
+    @property
+    def snapshots(self) -> SnapshotStore:
+        """The snapshot store: ``len()``, ``teacher(k)``, ``nbytes()``, ``state_dict()``."""
+        return self.masking.store

@@ -1,0 +1,64 @@
+"""What M2KD needs to know about an Avalanche stream, and its class-incremental check."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+__all__ = ["check_class_incremental", "experience_classes", "stream_length"]
+
+
+def experience_classes(experience: Any) -> list[int]:
+    """Sorted class ids present in an Avalanche training experience."""
+    classes = getattr(experience, "classes_in_this_experience", None)
+    if classes is None:
+        raise ValueError(
+            f"{type(experience).__name__} has no `classes_in_this_experience`: M2KD needs "
+            "a supervised class-incremental stream (nc_benchmark, "
+            "class_incremental_benchmark, SplitMNIST, SplitCIFAR100, ...)"
+        )
+    return sorted(int(c) for c in classes)
+
+
+def check_class_incremental(experience: Any, learned: Sequence[Sequence[int]]) -> list[int]:
+    """Check that ``experience`` continues a class-incremental stream.
+
+    Args:
+        experience: the experience about to be trained.
+        learned: the classes introduced by each experience already learned.
+
+    Returns:
+        The experience's class ids.
+
+    Raises:
+        ValueError: the experience carries task labels, or brings classes that an
+            earlier experience already introduced.
+    """
+    task_labels = [int(t) for t in getattr(experience, "task_labels", [0])]
+    if any(t != 0 for t in task_labels):
+        raise ValueError(
+            f"Experience {getattr(experience, 'current_experience', '?')} has task labels "
+            f"{task_labels}: M2KD is class-incremental (one head, no task id at test time). "
+            "Build the benchmark without task labels (e.g. return_task_id=False, "
+            "task_labels=False)"
+        )
+    classes = experience_classes(experience)
+    for k, old in enumerate(learned):
+        repeated = sorted(set(classes) & set(old))
+        if repeated:
+            raise ValueError(
+                f"Classes {repeated} of experience "
+                f"{getattr(experience, 'current_experience', len(learned))} were already "
+                f"introduced by experience {k}: the stream is not class-incremental. M2KD "
+                "needs each class in exactly one experience (nc_benchmark / "
+                "class_incremental_benchmark); to train again on a stream, build a new "
+                "strategy"
+            )
+    return classes
+
+
+def stream_length(experience: Any) -> Optional[int]:
+    """Number of experiences in the stream ``experience`` comes from, if known."""
+    try:
+        return len(experience.origin_stream)
+    except Exception:  # streams without a length (online, generators)
+        return None

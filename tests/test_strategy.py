@@ -1,0 +1,196 @@
+"""M2KDStrategy end to end on real data (scikit-learn digits), beside Avalanche."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
+from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
+from avalanche.logging import InteractiveLogger
+from avalanche.models import IncrementalClassifier
+from avalanche.training import Naive
+from avalanche.training.plugins import EvaluationPlugin, EWCPlugin, LRSchedulerPlugin, ReplayPlugin, SupervisedPlugin
+from torch import nn
+
+from avalanche_m2kd import M2KDStrategy, MultiLevelDistillationPlugin, MultiModelDistillationPlugin
+from avalanche_m2kd.data import TensorClassificationDataset
+from avalanche_m2kd.metrics import experience_accuracies, old_new_accuracy
+
+ACC = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
+
+
+def _evaluator(loggers=()):
+    return EvaluationPlugin(
+        accuracy_metrics(experience=True, stream=True),
+        forgetting_metrics(experience=True, stream=True),
+        loggers=list(loggers),
+    )
+
+
+def _old_class_accuracy(strategy, benchmark) -> float:
+    for exp in benchmark.train_stream:
+        strategy.train(exp)
+    results = strategy.eval(benchmark.test_stream)
+    sizes = [len(e.dataset) for e in benchmark.test_stream]
+    old, _ = old_new_accuracy(experience_accuracies(results), sizes, current=4)
+    return old
+
+
+def test_m2kd_keeps_old_classes_better_than_naive(digits, mlp):
+    def sgd(model):
+        return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+    common = dict(train_mb_size=32, train_epochs=8, eval_mb_size=256)
+    model = mlp()
+    naive = Naive(model=model, optimizer=sgd(model), criterion=nn.CrossEntropyLoss(), evaluator=_evaluator(), **common)
+    naive_old = _old_class_accuracy(naive, digits)
+    torch.manual_seed(0)
+    model = mlp()
+    m2kd = M2KDStrategy(model, sgd(model), nn.CrossEntropyLoss(), evaluator=_evaluator(), mem_size=40, **common)
+    m2kd_old = _old_class_accuracy(m2kd, digits)
+    assert naive_old < 0.1  # fine-tuning forgets the old classes completely
+    assert m2kd_old > naive_old + 0.4, (m2kd_old, naive_old)
+
+
+def test_runs_beside_avalanche_evaluation_loggers_and_plugins(digits, capsys, mlp):
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    ewc = EWCPlugin(ewc_lambda=1.0)
+    strategy = M2KDStrategy(
+        model, optimizer, nn.CrossEntropyLoss(), train_mb_size=64, train_epochs=2,
+        evaluator=_evaluator([InteractiveLogger()]), mem_size=20,
+        plugins=[ewc, LRSchedulerPlugin(scheduler, reset_lr=False, reset_scheduler=False)],
+    )
+    for exp in digits.train_stream[:3]:
+        strategy.train(exp)
+        results = strategy.eval(digits.test_stream[: exp.current_experience + 1])
+    assert 0.0 <= results[ACC] <= 1.0
+    assert "StreamForgetting/eval_phase/test_stream" in results
+    assert set(ewc.importances) == {0, 1, 2}  # EWC ran after each experience
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**6)  # stepped each epoch
+    assert "Top1_Acc_Stream" in capsys.readouterr().out  # InteractiveLogger printed
+
+
+@pytest.mark.parametrize("head", ["linear", "incremental"])
+def test_linear_and_incremental_heads(digits_images, head, conv_net):
+    model = conv_net(head=IncrementalClassifier(16, initial_out_features=2) if head == "incremental" else None)
+    strategy = M2KDStrategy(
+        model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), train_mb_size=32,
+        train_epochs=8, evaluator=_evaluator(), mem_size=20, feature_layers=["1", "4"],
+    )
+    for exp in digits_images.train_stream[:3]:
+        strategy.train(exp)
+    results = strategy.eval(digits_images.test_stream[:3])
+    assert results[ACC] > 0.45  # chance is 1/6
+    assert len(strategy.snapshots) == 3
+
+
+def test_unseen_units_of_a_fixed_head_never_enter_the_loss(digits, mlp):
+    model = mlp()
+    before = model[4].weight.detach().clone()
+    strategy = M2KDStrategy(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=32, train_epochs=1,
+        evaluator=_evaluator(), mem_size=0,
+    )
+    exp = digits.train_stream[0]
+    strategy.train(exp)
+    seen = sorted(exp.classes_in_this_experience)
+    unseen = [c for c in range(10) if c not in seen]
+    after = model[4].weight.detach()
+    assert torch.equal(after[unseen], before[unseen])  # no gradient reached them
+    assert not torch.equal(after[seen], before[seen])
+
+
+def test_avalanche_style_call_with_defaults_on_any_model(digits_images, conv_net):
+    model = conv_net()
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05), nn.CrossEntropyLoss(),
+                            train_mb_size=32, train_epochs=1, device="cpu", evaluator=_evaluator())
+    for exp in digits_images.train_stream[:2]:
+        strategy.train(exp)
+    assert len(strategy.snapshots) == 2
+    (replay,) = [p for p in strategy.plugins if isinstance(p, ReplayPlugin)]
+    assert len(replay.storage_policy.buffer) > 0  # default memory, filled by herding
+
+
+@pytest.mark.parametrize("mode", ["pruned", "full"])
+def test_other_snapshot_modes_and_feature_losses(digits_images, mode, conv_net):
+    model = conv_net()
+    strategy = M2KDStrategy(
+        model, torch.optim.SGD(model.parameters(), lr=0.05), train_mb_size=32, train_epochs=1,
+        evaluator=_evaluator(), mem_size=20, snapshot_mode=mode, feature_layers=["2", "5"],
+        feature_loss="attention", feature_teachers="all", teacher_slice="own",
+    )
+    for exp in digits_images.train_stream[:3]:
+        strategy.train(exp)
+    assert len(strategy.snapshots) == 3
+
+
+def test_plugins_work_alone_beside_an_avalanche_strategy(digits, mlp):
+    model = mlp()
+    mm, ml = MultiModelDistillationPlugin(teachers="all"), MultiLevelDistillationPlugin(feature_layers=["2"])
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                     criterion=nn.CrossEntropyLoss(), train_mb_size=64, evaluator=_evaluator(), plugins=[mm, ml])
+    losses = []
+
+    class Spy(SupervisedPlugin):
+        def before_backward(self, strategy, **kwargs):  # runs after mm and ml added theirs
+            losses.append((strategy.experience.current_experience, float(strategy.loss)))
+
+    strategy.plugins.insert(2, Spy())
+    for exp in digits.train_stream[:3]:
+        strategy.train(exp)
+    assert len(mm.store) == len(ml.store) == 3
+    assert mm.store.mode == "full"
+    assert torch.equal(mm.store.teacher(2)(digits.test_stream[0].dataset[0][0][None]),
+                       model.eval()(digits.test_stream[0].dataset[0][0][None]))
+
+
+# ------------------------------------------------------------------ bad input
+def test_unknown_feature_layer_lists_valid_names(mlp):
+    model = mlp()
+    with pytest.raises(ValueError, match=r"Unknown layer 'layer9'.*Valid names.*\b2\b"):
+        M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), feature_layers=["layer9"])
+
+
+def test_model_without_head_is_rejected():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten())
+    with pytest.raises(ValueError, match="head_name"):
+        M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+@pytest.mark.parametrize("ratio", [1.0, 1.5, -0.1, "half"])
+def test_prune_ratio_out_of_range(ratio, mlp):
+    model = mlp()
+    with pytest.raises(ValueError, match="prune_ratio"):
+        M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), prune_ratio=ratio)
+
+
+def test_stream_with_task_labels_is_rejected(digits, mlp):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    data = TensorClassificationDataset(torch.tensor(d.data, dtype=torch.float32) / 16, torch.tensor(d.target))
+    benchmark = nc_benchmark(data, data, n_experiences=5, task_labels=True, seed=0)
+    model = mlp()
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), evaluator=_evaluator(), mem_size=0)
+    strategy.train(benchmark.train_stream[0])  # task label 0: fine
+    with pytest.raises(ValueError, match="task labels"):
+        strategy.train(benchmark.train_stream[1])
+
+
+def test_repeated_classes_are_rejected(digits, mlp):
+    model = mlp()
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), evaluator=_evaluator(), mem_size=0)
+    strategy.train(digits.train_stream[0])
+    with pytest.raises(ValueError, match="not class-incremental"):
+        strategy.train(digits.train_stream[0])
+
+
+def test_nested_store_out_of_free_weights(digits, mlp):
+    model = mlp()
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), evaluator=_evaluator(),
+                            mem_size=0, prune_ratio=0.0)  # experience 0 keeps every weight
+    strategy.train(digits.train_stream[0])
+    with pytest.raises(RuntimeError, match="no free weights left"):
+        strategy.train(digits.train_stream[1])
