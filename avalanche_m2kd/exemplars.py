@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from avalanche.training.storage_policy import HerdingSelectionStrategy
+from avalanche.training.storage_policy import HerdingSelectionStrategy, ParametricBuffer
 from torch.utils.data import DataLoader
 
 from avalanche_m2kd.features import INPUT_SUFFIX, FeatureCapture, find_head
 
-__all__ = ["HeadInputHerding"]
+__all__ = ["ClassBalancedBuffer", "HeadInputHerding"]
 
 
 class HeadInputHerding(HerdingSelectionStrategy):
@@ -47,3 +47,29 @@ class HeadInputHerding(HerdingSelectionStrategy):
         finally:
             model.train(was_training)
         return self.make_sorted_indices_from_features(torch.cat(chunks))
+
+
+class ClassBalancedBuffer(ParametricBuffer):
+    """Avalanche's ``ParametricBuffer(groupby="class")`` that keeps the stream's sample format.
+
+    Avalanche 0.6.0 splits the data by class with a *task-aware* subset, which adds a
+    task label to every buffered sample. On streams whose samples carry none (those of
+    ``class_incremental_benchmark``) the replayed ``(x, y, t)`` and the current
+    ``(x, y)`` then cannot be collated into one mini-batch ("each element in list of
+    batch should be of equal size"). Here each class group is a plain subset of the
+    experience's dataset, so buffered samples look exactly like the current ones.
+    Selection within a class is the given strategy (herding for M2KD).
+
+    Args:
+        max_size: total number of exemplars, shared equally by the seen classes.
+        selection_strategy: Avalanche exemplar selection; random when ``None``.
+    """
+
+    def __init__(self, max_size: int, selection_strategy=None) -> None:  # noqa: D107
+        super().__init__(max_size, groupby="class", selection_strategy=selection_strategy)
+
+    def _split_by_class(self, data):
+        groups: dict[int, list[int]] = {}
+        for idx, target in enumerate(data.targets):
+            groups.setdefault(int(target), []).append(idx)
+        return {c: data.subset(idxs) for c, idxs in groups.items()}

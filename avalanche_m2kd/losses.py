@@ -249,6 +249,10 @@ def multi_level_distillation_loss(
     n_teachers = len(teacher_features)
     if teacher_weights is None:
         teacher_weights = [1.0 / n_teachers] * n_teachers if n_teachers else []
+    if len(teacher_weights) != n_teachers:
+        raise ValueError(
+            f"Expected one weight per teacher ({n_teachers}), got {len(teacher_weights)}"
+        )
     loss = student_features[0].new_zeros(())
     for feats, w in zip(teacher_features, teacher_weights):
         if len(feats) != len(student_features):

@@ -7,12 +7,11 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin, SupervisedPlugin
 from avalanche.training.plugins.evaluation import default_evaluator
-from avalanche.training.storage_policy import ParametricBuffer
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from torch.optim import Optimizer
 
-from avalanche_m2kd.exemplars import HeadInputHerding
+from avalanche_m2kd.exemplars import ClassBalancedBuffer, HeadInputHerding
 from avalanche_m2kd.features import find_head, resolve_layer_specs
 from avalanche_m2kd.losses import FeatureLoss, TeacherSlice
 from avalanche_m2kd.plugins import (
@@ -147,9 +146,7 @@ class M2KDStrategy(SupervisedTemplate):
         if feat_weight > 0:
             m2kd.append(feature_plugin)
         if mem_size > 0:
-            buffer = ParametricBuffer(
-                mem_size, groupby="class", selection_strategy=HeadInputHerding(head_name)
-            )
+            buffer = ClassBalancedBuffer(mem_size, HeadInputHerding(head_name))
             m2kd.append(_ExemplarReplay(mem_size, storage_policy=buffer))
         super().__init__(
             model=model,

@@ -147,6 +147,47 @@ def test_plugins_work_alone_beside_an_avalanche_strategy(digits, mlp):
 
 
 # ------------------------------------------------------------------ bad input
+def test_runs_on_class_incremental_benchmark_with_replay(mlp):
+    """Avalanche's newer ``class_incremental_benchmark`` gives samples without task labels.
+
+    Avalanche 0.6.0's class-grouped ``ParametricBuffer`` adds task labels to buffered
+    samples, which then cannot be collated with the current ones; our buffer keeps
+    the stream's format, so replay and distillation run over all experiences.
+    """
+    from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
+    from avalanche.benchmarks.utils import as_classification_dataset
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x, y = torch.tensor(x, dtype=torch.float32) / 16, torch.tensor(y)
+    datasets = {
+        "train": as_classification_dataset(TensorClassificationDataset(x[:1400], y[:1400])),
+        "test": as_classification_dataset(TensorClassificationDataset(x[1400:], y[1400:])),
+    }
+    benchmark = class_incremental_benchmark(datasets, class_order=list(range(10)), num_experiences=5)
+    assert len(benchmark.train_stream[0].dataset[0]) == 2  # (x, y): no task label
+    common = dict(train_mb_size=32, train_epochs=8, evaluator=_evaluator())
+    model = mlp()
+    naive = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                  criterion=nn.CrossEntropyLoss(), **common)
+    common["evaluator"] = _evaluator()
+    model = mlp()
+    strategy = M2KDStrategy(
+        model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), nn.CrossEntropyLoss(),
+        mem_size=40, **common,
+    )
+    old = {}
+    for name, s in (("naive", naive), ("m2kd", strategy)):
+        for exp in benchmark.train_stream:
+            s.train(exp)
+        accs = experience_accuracies(s.eval(benchmark.test_stream))
+        old[name] = sum(accs[k] for k in range(4)) / 4
+    assert len(strategy.snapshots) == 5
+    buffer = next(p.storage_policy.buffer for p in strategy.plugins if isinstance(p, ReplayPlugin))
+    assert len(buffer) == 40 and len(buffer[0]) == 2
+    assert old["m2kd"] > old["naive"] + 0.3, old
+
+
 def test_unknown_feature_layer_lists_valid_names(mlp):
     model = mlp()
     with pytest.raises(ValueError, match=r"Unknown layer 'layer9'.*Valid names.*\b2\b"):
