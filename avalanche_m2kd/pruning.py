@@ -5,9 +5,13 @@ free, ``k >= 1`` means the weight was kept at the end of experience ``k - 1``
 (0-based experience ``k - 1`` has owner value ``k``) and is frozen from then on.
 Snapshot ``k`` (0-based) is the live weight tensor masked to ``1 <= owner <= k + 1``.
 
+The store keeps the owner indices bit-packed (:func:`pack_uints`), in
+:func:`owner_bits` ``= ceil(log2(T + 1))`` bits each for ``T`` snapshots: 4 bits for up
+to 15 snapshots, 8 for up to :data:`MAX_SNAPSHOTS`.
+
 These functions are free of any Avalanche or module state, so that the arithmetic
-(the fraction released per layer, the masks, the schedule) is unit-tested on its
-own.
+(the fraction released per layer, the masks, the schedule, the packing) is
+unit-tested on its own.
 """
 
 from __future__ import annotations
@@ -22,17 +26,20 @@ __all__ = [
     "PruneRatio",
     "keep_fraction",
     "magnitude_keep_mask",
+    "owner_bits",
     "pack_bits",
+    "pack_uints",
     "prune_free_weights",
     "snapshot_mask",
     "unpack_bits",
+    "unpack_uints",
     "validate_prune_ratio",
 ]
 
 #: ``"fair"``, one float in ``[0, 1)``, or one float per experience.
 PruneRatio = Union[str, float, Sequence[float]]
 
-#: The largest owner value an ``uint8`` owner tensor can hold.
+#: The largest owner value an ``uint8`` owner tensor (the unpacked form) can hold.
 MAX_SNAPSHOTS = 255
 
 
@@ -177,19 +184,134 @@ _BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 def pack_bits(mask: Tensor) -> Tensor:
     """Pack a bool tensor into ``ceil(numel / 8)`` bytes (little-endian bit order).
 
+    The result is a flat ``uint8`` tensor on ``mask``'s device.
+
     Example:
         >>> pack_bits(torch.tensor([True, False, True])).tolist()
         [5]
     """
-    flat = mask.flatten().to(torch.uint8).cpu()
+    flat = mask.flatten().to(torch.uint8)
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
-    return (flat.view(-1, 8) * _BIT_WEIGHTS).sum(dim=1, dtype=torch.uint8)
+    weights = _BIT_WEIGHTS.to(flat.device)
+    return (flat.view(-1, 8) * weights).sum(dim=1, dtype=torch.uint8)
 
 
 def unpack_bits(packed: Tensor, shape: Sequence[int] | torch.Size) -> Tensor:
-    """Inverse of :func:`pack_bits`: a bool tensor of ``shape``."""
+    """Inverse of :func:`pack_bits`: a bool tensor of ``shape`` on ``packed``'s device.
+
+    Raises:
+        ValueError: ``packed`` holds fewer than ``prod(shape)`` bits.
+    """
     numel = math.prod(shape)
-    bits = packed.cpu().unsqueeze(1).bitwise_and(_BIT_WEIGHTS).ne(0).flatten()
+    if packed.numel() * 8 < numel:
+        raise ValueError(
+            f"{packed.numel()} packed bytes hold {packed.numel() * 8} bits, fewer than "
+            f"the {numel} of shape {tuple(shape)}: the packed tensor belongs to another shape"
+        )
+    weights = _BIT_WEIGHTS.to(packed.device)
+    bits = packed.flatten().unsqueeze(1).bitwise_and(weights).ne(0).flatten()
     return bits[:numel].view(*shape)
+
+
+def owner_bits(n_snapshots: int) -> int:
+    """Bits per weight that hold owner indices ``0..n_snapshots``: ``ceil(log2(n + 1))``.
+
+    Args:
+        n_snapshots: the largest owner index to hold, in ``0..MAX_SNAPSHOTS``.
+
+    Returns:
+        The width, ``0`` (nothing owned yet: every owner is ``0``) to ``8``.
+
+    Raises:
+        ValueError: ``n_snapshots`` is negative or above :data:`MAX_SNAPSHOTS`.
+
+    Example:
+        >>> [owner_bits(n) for n in (0, 1, 2, 3, 4, 5, 10, 15, 16, 255)]
+        [0, 1, 2, 2, 3, 3, 4, 4, 5, 8]
+    """
+    if not 0 <= n_snapshots <= MAX_SNAPSHOTS:
+        raise ValueError(
+            f"Expected a snapshot count in 0..{MAX_SNAPSHOTS}, but got {n_snapshots}: "
+            f"the nested store holds at most {MAX_SNAPSHOTS} snapshots"
+        )
+    return int(n_snapshots).bit_length()
+
+
+def pack_uints(values: Tensor, bits: int) -> Tensor:
+    """Pack integers in ``0..2**bits - 1`` into ``ceil(numel * bits / 8)`` bytes.
+
+    Entry ``i`` (in ``flatten()`` order) occupies bits ``i * bits`` to
+    ``(i + 1) * bits - 1`` of the little-endian bit stream, its least significant
+    bit first; the last byte is zero-padded. ``bits=0`` (all values zero) takes no
+    byte at all. The result is a flat ``uint8`` tensor on ``values``'s device.
+
+    Args:
+        values: an integer tensor of any shape.
+        bits: the field width, ``0`` to ``8``.
+
+    Returns:
+        The packed bytes; :func:`unpack_uints` with the same ``bits`` and the shape
+        of ``values`` inverts it.
+
+    Raises:
+        ValueError: ``bits`` is outside ``0..8`` or a value does not fit in it.
+
+    Example:
+        >>> pack_uints(torch.tensor([1, 2, 3]), 4).tolist()  # 0x21, then 0x03
+        [33, 3]
+        >>> pack_uints(torch.tensor([5, 0, 7]), 3).tolist()  # 101 000 111, LSB first
+        [197, 1]
+    """
+    if not 0 <= bits <= 8:
+        raise ValueError(f"Expected a field width in 0..8 bits, but got {bits}")
+    flat = values.detach().flatten()
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= 1 << bits):
+        raise ValueError(
+            f"values in {int(flat.min())}..{int(flat.max())} do not fit in {bits} bits: "
+            f"use at least {max(int(flat.max()), 0).bit_length()} bits (see owner_bits)"
+        )
+    if bits == 0:
+        return torch.zeros(0, dtype=torch.uint8, device=values.device)
+    flat = flat.to(torch.uint8)
+    if bits == 8:
+        return flat.clone()
+    shifts = torch.arange(bits, dtype=torch.uint8, device=flat.device)
+    return pack_bits(flat.unsqueeze(1).bitwise_right_shift(shifts).bitwise_and(1))
+
+
+def unpack_uints(packed: Tensor, bits: int, shape: Sequence[int] | torch.Size) -> Tensor:
+    """Inverse of :func:`pack_uints`: a ``uint8`` tensor of ``shape``.
+
+    Args:
+        packed: bytes from :func:`pack_uints`.
+        bits: the width they were packed with.
+        shape: the shape of the packed values.
+
+    Returns:
+        The values as ``uint8``, on ``packed``'s device.
+
+    Raises:
+        ValueError: ``bits`` is outside ``0..8`` or ``packed`` has the wrong size.
+
+    Example:
+        >>> unpack_uints(torch.tensor([197, 1], dtype=torch.uint8), 3, (3,)).tolist()
+        [5, 0, 7]
+    """
+    if not 0 <= bits <= 8:
+        raise ValueError(f"Expected a field width in 0..8 bits, but got {bits}")
+    numel = math.prod(shape)
+    expected = (numel * bits + 7) // 8
+    if packed.numel() != expected:
+        raise ValueError(
+            f"Expected {expected} packed bytes for {numel} values of {bits} bits, but got "
+            f"{packed.numel()}: the packed tensor belongs to another shape or width"
+        )
+    if bits == 0:
+        return torch.zeros(tuple(shape), dtype=torch.uint8, device=packed.device)
+    if bits == 8:
+        return packed.view(*shape).clone()
+    fields = unpack_bits(packed, (numel, bits)).to(torch.uint8)
+    shifts = torch.arange(bits, dtype=torch.uint8, device=packed.device)
+    return fields.bitwise_left_shift(shifts).sum(dim=1, dtype=torch.uint8).view(*shape)

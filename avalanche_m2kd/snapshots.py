@@ -5,26 +5,35 @@ Snapshot ``k`` is the model as it stood at the end of experience ``k`` (0-based)
 :class:`FrozenTeacher`. Three storage modes share one interface (SPEC, "Snapshots"):
 
 * ``"nested"`` — mask-based pruning (the paper's memory idea, PackNet-style): one
-  ``uint8`` owner index per prunable weight plus each snapshot's small state
-  (biases, normalisation parameters and statistics, the classifier head). Snapshot
-  ``k`` = live weights masked to ``1 <= owner <= k + 1``: **bit-exact**, provided the
-  owned weights stay frozen, which :class:`~avalanche_m2kd.plugins.SnapshotMaskingPlugin`
-  enforces.
-* ``"pruned"`` — each finished snapshot magnitude-pruned to ``1 - prune_ratio``
-  density and stored on its own (bit mask + kept fp32 values + small state); the
-  student trains without frozen weights; teachers *approximate* the snapshots.
+  owner index per prunable weight, bit-packed in ``ceil(log2(T + 1))`` bits for ``T``
+  snapshots (4 bits up to 15 snapshots; the width grows by re-packing as snapshots
+  arrive, up to 8 bits for :data:`~avalanche_m2kd.pruning.MAX_SNAPSHOTS`), plus each
+  snapshot's small state (biases, normalisation parameters and statistics, and the
+  classifier-head rows of the classes seen so far). Snapshot ``k`` = live weights
+  masked to ``1 <= owner <= k + 1``: **bit-exact**, provided the owned weights stay
+  frozen, which :class:`~avalanche_m2kd.plugins.SnapshotMaskingPlugin` enforces. The
+  head rows of classes a snapshot had not seen are not stored: they are zero in its
+  teacher (no distillation loss reads them), so teacher ``k``'s logits are bit-exact
+  on the classes of experiences ``0..k`` and ``0`` on the others (an
+  ``IncrementalClassifier`` masks those anyway).
+* ``"pruned"`` — each finished snapshot magnitude-pruned to ``pruned_density`` and
+  stored on its own (bit mask + kept fp32 values + small state); the student trains
+  without frozen weights; teachers *approximate* the snapshots.
 * ``"full"`` — plain copies of the whole state; exact, the reference for memory.
 
 *Prunable* weights are the ``weight`` tensors of convolution and linear layers
 outside the classifier head; everything else in the ``state_dict`` is per-snapshot
-state. :meth:`SnapshotStore.nbytes` counts exactly what the store holds beyond the
-live model, and :meth:`SnapshotStore.state_dict` holds that same state (never the
-live weights).
+*small state*, kept as one flat tensor per dtype per snapshot (so that ``torch.save``
+writes a few large records rather than hundreds of small ones).
+:meth:`SnapshotStore.nbytes` counts exactly the tensors the store holds beyond the
+live model, and :meth:`SnapshotStore.state_dict` holds those same tensors (never the
+live weights) plus a little plain-Python metadata.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Literal, Optional, Sequence
 
 import torch
@@ -34,10 +43,13 @@ from avalanche_m2kd.features import FeatureCapture, find_head
 from avalanche_m2kd.pruning import (
     MAX_SNAPSHOTS,
     magnitude_keep_mask,
+    owner_bits,
     pack_bits,
+    pack_uints,
     prune_free_weights,
     snapshot_mask,
     unpack_bits,
+    unpack_uints,
 )
 
 __all__ = ["FrozenTeacher", "SnapshotMode", "SnapshotStore", "prunable_weight_names"]
@@ -71,13 +83,19 @@ def _tensor_bytes(tensors: Any) -> int:
 
 
 def _set_tensor(module: nn.Module, name: str, value: Tensor) -> None:
-    """Replace parameter or buffer ``name`` of ``module`` (its shape may change)."""
+    """Replace parameter or buffer ``name`` of ``module`` (its shape may change).
+
+    ``value`` moves to the device of the tensor it replaces.
+    """
     owner_name, _, attr = name.rpartition(".")
     owner = module.get_submodule(owner_name)
     if attr in owner._parameters:
+        old = owner._parameters[attr]
+        value = value.to(old.device) if old is not None else value
         owner._parameters[attr] = nn.Parameter(value, requires_grad=False)
     elif attr in owner._buffers:
-        owner._buffers[attr] = value
+        old = owner._buffers[attr]
+        owner._buffers[attr] = value.to(old.device) if old is not None else value
     else:
         raise KeyError(f"{name!r} is neither a parameter nor a buffer of the model")
 
@@ -135,6 +153,90 @@ class FrozenTeacher(nn.Module):
         return self.run(x)[0]
 
 
+#: Version of :meth:`SnapshotStore.state_dict`'s layout.
+_FORMAT = 2
+
+#: One entry of a small-state layout: ``(name, dtype, full shape, head rows only)``.
+_Entry = tuple[str, str, tuple[int, ...], bool]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _head_row_names(model: nn.Module, head_name: str, state: dict[str, Tensor]) -> set[str]:
+    """Head tensors with one row per output unit (class): weight, bias, masks.
+
+    The number of units is the ``out_features`` of the head's last ``nn.Linear``;
+    a head without one has no row tensors (it is then stored whole).
+    """
+    linears = [m for m in model.get_submodule(head_name).modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return set()
+    n_out, prefix = linears[-1].out_features, head_name + "."
+    return {
+        n for n, t in state.items() if n.startswith(prefix) and t.dim() >= 1 and t.shape[0] == n_out
+    }
+
+
+def _seen_rows(classes: Sequence[Sequence[int]], n_rows: int, device: torch.device) -> Tensor:
+    """Sorted indices of the head rows of ``classes`` (those below ``n_rows``)."""
+    seen = sorted({c for exp in classes for c in exp if 0 <= c < n_rows})
+    return torch.tensor(seen, dtype=torch.long, device=device)
+
+
+def _pack_state(
+    tensors: dict[str, Tensor], row_names: set[str], classes: Sequence[Sequence[int]]
+) -> tuple[list[_Entry], dict[str, Tensor]]:
+    """Concatenate ``tensors`` into one flat tensor per dtype (copies).
+
+    The tensors named in ``row_names`` keep only the rows of ``classes``.
+
+    Returns:
+        ``(layout, data)``: the layout to rebuild them and the flat tensors by dtype.
+    """
+    layout: list[_Entry] = []
+    groups: dict[str, list[Tensor]] = {}
+    for name, t in tensors.items():
+        t = t.detach()
+        rows = name in row_names
+        if rows:
+            t = t[_seen_rows(classes, t.shape[0], t.device)]
+        dtype = _dtype_name(t.dtype)
+        layout.append((name, dtype, tuple(tensors[name].shape), rows))
+        groups.setdefault(dtype, []).append(t.reshape(-1))
+    return layout, {d: torch.cat(ts) for d, ts in groups.items()}
+
+
+def _unpack_state(
+    layout: Sequence[_Entry], data: dict[str, Tensor], classes: Sequence[Sequence[int]]
+) -> dict[str, Tensor]:
+    """Inverse of :func:`_pack_state`; head rows not stored come back as zeros."""
+    offsets = dict.fromkeys(data, 0)
+    tensors = {}
+    for name, dtype, shape, rows in layout:
+        flat, start = data[dtype], offsets[dtype]
+        if rows:
+            seen = _seen_rows(classes, shape[0], flat.device)
+            n = len(seen) * math.prod(shape[1:])
+            full = torch.zeros(shape, dtype=flat.dtype, device=flat.device)
+            full[seen] = flat[start : start + n].view(len(seen), *shape[1:])
+            tensors[name] = full
+        else:
+            n = math.prod(shape)
+            tensors[name] = flat[start : start + n].view(shape).clone()
+        offsets[dtype] = start + n
+    return tensors
+
+
+def _entry_nbytes(entry: _Entry, data: dict[str, Tensor], classes: Sequence[Sequence[int]]) -> int:
+    name, dtype, shape, rows = entry
+    numel = math.prod(shape)
+    if rows:
+        numel = len(_seen_rows(classes, shape[0], torch.device("cpu"))) * math.prod(shape[1:])
+    return numel * data[dtype].element_size()
+
+
 class SnapshotStore:
     """Keeps every finished experience's model and rebuilds it as a teacher.
 
@@ -147,6 +249,9 @@ class SnapshotStore:
 
     Attributes:
         classes: ``classes[k]`` are the class ids introduced by experience ``k``.
+        owner_bits: ``nested``: bits per prunable weight of the packed owner
+            indices, ``ceil(log2(T + 1))`` once owners ``1..T`` were given (0 while
+            every weight is free); grows when :meth:`prune` needs a larger owner.
 
     Example:
         >>> store = SnapshotStore("full")
@@ -176,15 +281,23 @@ class SnapshotStore:
         self.pruned_density = pruned_density
         self.classes: list[list[int]] = []
         self.prunable: list[str] = []
-        self.owners: dict[str, Tensor] = {}
-        self._snapshots: list[dict[str, dict[str, Tensor]]] = []
+        self.owner_bits = 0
+        self._owner_shapes: dict[str, tuple[int, ...]] = {}
+        self._packed_owners: dict[str, Tensor] = {}
+        self._layouts: list[list[_Entry]] = []
+        self._snapshots: list[dict[str, Any]] = []
         self._model: Optional[nn.Module] = None
         self._teachers: dict[int, FrozenTeacher] = {}
         self._feature_specs: list[str] = []
 
     # ------------------------------------------------------------------ set-up
     def bind(self, model: nn.Module) -> None:
-        """Attach the live model (the store reads its frozen weights in ``nested``)."""
+        """Attach the live model (the store reads its frozen weights in ``nested``).
+
+        Raises:
+            ValueError: the model's prunable layers (names or shapes) are not the
+                store's, or ``nested`` mode meets a model without prunable layers.
+        """
         if self.head_name is None:
             self.head_name = find_head(model)
         else:
@@ -196,20 +309,30 @@ class SnapshotStore:
                 f"({len(self.prunable)} then, {len(prunable)} now): the store belongs "
                 "to another architecture"
             )
-        params = dict(model.named_parameters())
-        if not self.owners and self.mode == "nested":
-            self.owners = {
-                n: torch.zeros(params[n].shape, dtype=torch.uint8, device=params[n].device)
-                for n in prunable
-            }
         if self.mode == "nested" and not prunable:
             raise ValueError(
                 "snapshot_mode='nested' needs prunable conv/linear layers outside the "
                 f"head {self.head_name!r}, but the model has none: use snapshot_mode='full'"
             )
-        for n in prunable:
-            if n in self.owners and self.owners[n].device != params[n].device:
-                self.owners[n] = self.owners[n].to(params[n].device)
+        params = dict(model.named_parameters())
+        if self.mode == "nested":
+            shapes = {n: tuple(params[n].shape) for n in prunable}
+            if self._owner_shapes and shapes != self._owner_shapes:
+                changed = [n for n in prunable if shapes[n] != self._owner_shapes.get(n)]
+                raise ValueError(
+                    f"The prunable layer {changed[0]!r} has shape {shapes[changed[0]]} but "
+                    f"the store recorded {self._owner_shapes.get(changed[0])}: the store "
+                    "belongs to another architecture"
+                )
+            if not self._packed_owners:  # every weight free: 0 bits each
+                self.owner_bits = 0
+                self._packed_owners = {
+                    n: pack_uints(torch.zeros(0, dtype=torch.uint8), 0) for n in prunable
+                }
+            self._owner_shapes = shapes
+            self._packed_owners = {
+                n: self._packed_owners[n].to(params[n].device) for n in prunable
+            }
         self.prunable = prunable
         self._model = model
 
@@ -223,6 +346,27 @@ class SnapshotStore:
         return len(self._snapshots)
 
     # ------------------------------------------------------------------ nested
+    def owner(self, name: str) -> Tensor:
+        """``nested``: the ``uint8`` owner indices of prunable layer ``name``.
+
+        A fresh tensor unpacked from the stored bits (changing it changes nothing
+        in the store), on the live weight's device.
+
+        Raises:
+            KeyError: ``name`` is not a prunable layer of a bound ``nested`` store.
+        """
+        if name not in self._packed_owners:
+            raise KeyError(
+                f"{name!r} has no owner indices: expected one of the prunable layers "
+                f"{self.prunable[:3]}... of a bound snapshot_mode='nested' store"
+            )
+        return unpack_uints(self._packed_owners[name], self.owner_bits, self._owner_shapes[name])
+
+    @property
+    def owners(self) -> dict[str, Tensor]:
+        """``nested``: :meth:`owner` of every prunable layer (unpacked copies)."""
+        return {n: self.owner(n) for n in self._packed_owners}
+
     def free_masks(self) -> dict[str, Tensor]:
         """``nested``: bool mask of the free (trainable) weights of each layer."""
         return {n: o == 0 for n, o in self.owners.items()}
@@ -237,24 +381,41 @@ class SnapshotStore:
 
         The largest ``keep`` fraction (by magnitude) of each layer's free weights is
         given to owner ``experience + 1`` and frozen from then on; the rest is set to
-        zero in ``model`` and stays free for later experiences.
+        zero in ``model`` and stays free for later experiences. The owners are
+        re-packed, one bit wider when ``experience + 1`` needs it.
+
+        Args:
+            model: the live model (its released weights are zeroed in place).
+            experience: the 0-based experience that ends.
+            keep: fraction of each layer's free weights it keeps, in ``[0, 1]``.
 
         Returns:
             The bool mask of released (zeroed) weights of each layer.
+
+        Raises:
+            RuntimeError: the store is not ``nested``.
+            ValueError: ``experience + 1`` exceeds :data:`MAX_SNAPSHOTS`.
         """
         if self.mode != "nested":
             raise RuntimeError(f"prune() is for snapshot_mode='nested', not {self.mode!r}")
         if experience + 1 > MAX_SNAPSHOTS:
-            raise ValueError(f"the nested store holds at most {MAX_SNAPSHOTS} snapshots")
+            raise ValueError(
+                f"the nested store holds at most {MAX_SNAPSHOTS} snapshots: use "
+                "snapshot_mode='pruned' or 'full' for a longer stream"
+            )
+        if self._model is None:
+            self.bind(model)
+        bits = max(self.owner_bits, owner_bits(experience + 1))
         params = dict(model.named_parameters())
-        released_masks = {}
+        packed, released_masks = {}, {}
         for name in self.prunable:
             owner, released = prune_free_weights(
-                params[name], self.owners[name], experience + 1, keep
+                params[name], self.owner(name), experience + 1, keep
             )
-            self.owners[name] = owner
+            packed[name] = pack_uints(owner, bits)
             params[name].masked_fill_(released, 0.0)
             released_masks[name] = released
+        self._packed_owners, self.owner_bits = packed, bits
         return released_masks
 
     # ---------------------------------------------------------------- recording
@@ -263,41 +424,53 @@ class SnapshotStore:
         """Store ``model`` as the snapshot of the experience that introduced ``classes``.
 
         In ``nested`` mode call :meth:`prune` first: the store keeps only the small
-        per-snapshot state and relies on the owned weights staying frozen.
+        per-snapshot state (with the head rows of the classes seen so far) and
+        relies on the owned weights staying frozen.
+
+        Raises:
+            RuntimeError: ``nested``, and a free weight is not zero (no :meth:`prune`).
         """
         if self._model is None:
             self.bind(model)
         state = model.state_dict()
-        small = {n: t.detach().clone() for n, t in state.items() if n not in self.prunable}
-        snapshot: dict[str, dict[str, Tensor]] = {"state": small}
-        if self.mode == "full":
-            snapshot["state"] = {n: t.detach().clone() for n, t in state.items()}
-        elif self.mode == "pruned":
-            snapshot["masks"], snapshot["values"] = {}, {}
-            for n in self.prunable:
-                keep = magnitude_keep_mask(state[n], self.pruned_density)
-                snapshot["masks"][n] = pack_bits(keep)
-                snapshot["values"][n] = state[n][keep].detach().clone()
-        else:
-            unowned = [n for n in self.prunable if bool(((self.owners[n] == 0) & (state[n] != 0)).any())]
+        seen = [*self.classes, [int(c) for c in classes]]
+        snapshot: dict[str, Any] = {}
+        if self.mode == "nested":
+            unowned = [
+                n for n in self.prunable if bool(((self.owner(n) == 0) & (state[n] != 0)).any())
+            ]
             if unowned:
                 raise RuntimeError(
                     f"nested snapshot {len(self)} has non-zero free weights in {unowned[:3]}: "
                     "call prune() before record()"
                 )
+        small = {n: t for n, t in state.items() if self.mode == "full" or n not in self.prunable}
+        rows = set()
+        if self.mode == "nested":  # the other modes keep the whole head
+            rows = _head_row_names(model, self.head_name, small)  # type: ignore[arg-type]
+        layout, snapshot["data"] = _pack_state(small, rows, seen)
+        if layout not in self._layouts:
+            self._layouts.append(layout)
+        snapshot["layout"] = self._layouts.index(layout)
+        if self.mode == "pruned":
+            snapshot["masks"], snapshot["values"] = {}, {}
+            for n in self.prunable:
+                keep = magnitude_keep_mask(state[n], self.pruned_density)
+                snapshot["masks"][n] = pack_bits(keep)
+                snapshot["values"][n] = state[n][keep].detach().clone()
         self._snapshots.append(snapshot)
-        self.classes.append([int(c) for c in classes])
+        self.classes.append(seen[-1])
         self.release_teachers()
 
     # ----------------------------------------------------------------- teachers
     def _snapshot_tensors(self, k: int) -> dict[str, Tensor]:
         snap = self._snapshots[k]
-        tensors = dict(snap["state"])
+        tensors = _unpack_state(self._layouts[snap["layout"]], snap["data"], self.classes[: k + 1])
         if self.mode == "nested":
             params = dict(self._model.named_parameters())  # type: ignore[union-attr]
             for n in self.prunable:
                 w = params[n].detach()
-                mask = snapshot_mask(self.owners[n], k + 1)
+                mask = snapshot_mask(self.owner(n).to(w.device), k + 1)
                 tensors[n] = torch.where(mask, w, torch.zeros((), dtype=w.dtype, device=w.device))
         elif self.mode == "pruned":
             params = dict(self._model.named_parameters())  # type: ignore[union-attr]
@@ -314,6 +487,10 @@ class SnapshotStore:
 
         Teachers are built on first use and cached until the next :meth:`record`
         or :meth:`release_teachers`.
+
+        Raises:
+            IndexError: there is no snapshot ``k``.
+            RuntimeError: no model was bound.
         """
         if not 0 <= k < len(self):
             raise IndexError(f"no snapshot {k}: the store holds {len(self)}")
@@ -338,38 +515,97 @@ class SnapshotStore:
 
     # ------------------------------------------------------------ accounting
     def nbytes(self) -> int:
-        """Bytes the store holds to rebuild every snapshot, beyond the live model.
+        """Bytes of the tensors the store holds to rebuild every snapshot.
 
-        ``nested``: the owner indices (1 byte per prunable weight) and each
-        snapshot's small state; ``pruned``: bit masks, kept values and small states;
-        ``full``: the complete copies.
+        ``nested``: the bit-packed owner indices (``ceil(numel * owner_bits / 8)``
+        bytes per prunable layer) plus each snapshot's small state, whose head
+        tensors hold only the rows of the classes seen up to that snapshot.
+        ``pruned``: per snapshot, bit masks, kept values and small state. ``full``:
+        the complete copies. The live model is not counted, nor the plain-Python
+        metadata (class lists, tensor layouts: a few KiB), nor transient tensors:
+        the unpacked owners that :meth:`owner`, :meth:`free_masks` or a teacher
+        build create (1 byte per weight, freed when the caller drops them), and
+        the materialised teachers.
+
+        Returns:
+            The total, equal to ``sum(self.nbytes_by_name().values())``.
         """
-        return _tensor_bytes(self.owners) + _tensor_bytes(self._snapshots)
+        return _tensor_bytes(self._packed_owners) + _tensor_bytes(self._snapshots)
+
+    def nbytes_by_name(self) -> dict[str, int]:
+        """:meth:`nbytes` broken down by the model's ``state_dict`` names.
+
+        A prunable layer counts its packed owners (``nested``) or its masks and
+        kept values summed over snapshots (``pruned``); every other tensor counts
+        its stored copies summed over snapshots.
+        """
+        out = {n: _tensor_bytes(t) for n, t in self._packed_owners.items()}
+        for k, snap in enumerate(self._snapshots):
+            for entry in self._layouts[snap["layout"]]:
+                size = _entry_nbytes(entry, snap["data"], self.classes[: k + 1])
+                out[entry[0]] = out.get(entry[0], 0) + size
+            for part in ("masks", "values"):
+                for n, t in snap.get(part, {}).items():
+                    out[n] = out.get(n, 0) + _tensor_bytes(t)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
-        """The store's own state (no live weights), for ``torch.save``."""
+        """The store's own state (no live weights), for ``torch.save``.
+
+        Only tensors and plain Python values, so ``torch.load(weights_only=True)``
+        reads it back; the tensors are those :meth:`nbytes` counts.
+        """
         return {
+            "format": _FORMAT,
             "mode": self.mode,
             "head_name": self.head_name,
             "pruned_density": self.pruned_density,
             "classes": [list(c) for c in self.classes],
             "prunable": list(self.prunable),
-            "owners": dict(self.owners),
-            "snapshots": self._snapshots,
+            "owner_bits": self.owner_bits,
+            "owner_shapes": {n: list(s) for n, s in self._owner_shapes.items()},
+            "owners": dict(self._packed_owners),
+            "layouts": [[[n, d, list(s), r] for n, d, s, r in lay] for lay in self._layouts],
+            "snapshots": [dict(s) for s in self._snapshots],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the mode must match this store's."""
+        """Restore :meth:`state_dict`; the mode must match this store's.
+
+        Raises:
+            ValueError: another mode, another format version, or packed owners whose
+                size does not match their shape and width.
+        """
+        if state.get("format") != _FORMAT:
+            raise ValueError(
+                f"The saved store has format {state.get('format')!r}, this version reads "
+                f"format {_FORMAT}: save it again with this version of avalanche-m2kd"
+            )
         if state["mode"] != self.mode:
             raise ValueError(
                 f"The saved store is in mode {state['mode']!r}, this one is {self.mode!r}"
             )
+        shapes = {n: tuple(int(d) for d in s) for n, s in state["owner_shapes"].items()}
+        bits = int(state["owner_bits"])
+        for n, packed in state["owners"].items():  # fail now, not at the first teacher
+            expected = (math.prod(shapes[n]) * bits + 7) // 8
+            if packed.numel() != expected or packed.dtype != torch.uint8:
+                raise ValueError(
+                    f"The saved owners of {n!r} hold {packed.numel()} bytes, not the "
+                    f"{expected} of {shapes[n]} weights at {bits} bits: the state is corrupt"
+                )
         self.head_name = state["head_name"]
         self.pruned_density = state["pruned_density"]
         self.classes = [list(c) for c in state["classes"]]
         self.prunable = list(state["prunable"])
-        self.owners = dict(state["owners"])
-        self._snapshots = list(state["snapshots"])
+        self.owner_bits = bits
+        self._owner_shapes = shapes
+        self._packed_owners = dict(state["owners"])
+        self._layouts = [
+            [(n, d, tuple(int(x) for x in s), bool(r)) for n, d, s, r in lay]
+            for lay in state["layouts"]
+        ]
+        self._snapshots = [dict(s) for s in state["snapshots"]]
         self.release_teachers()
         if self._model is not None:
             self.bind(self._model)

@@ -8,12 +8,16 @@ import pytest
 import torch
 
 from avalanche_m2kd.pruning import (
+    MAX_SNAPSHOTS,
     keep_fraction,
     magnitude_keep_mask,
+    owner_bits,
     pack_bits,
+    pack_uints,
     prune_free_weights,
     snapshot_mask,
     unpack_bits,
+    unpack_uints,
     validate_prune_ratio,
 )
 
@@ -241,3 +245,77 @@ def test_pack_unpack_round_trip(shape):
 def test_unpack_accepts_a_torch_size():
     mask = torch.rand(5, 3) < 0.5
     assert torch.equal(unpack_bits(pack_bits(mask), mask.shape), mask)
+
+
+def test_unpack_bits_rejects_too_few_bytes():
+    with pytest.raises(ValueError, match="another shape"):
+        unpack_bits(torch.zeros(1, dtype=torch.uint8), (9,))
+
+
+# ------------------------------------------------------------- packed owner indices
+
+
+@pytest.mark.parametrize(
+    "n_snapshots, bits",
+    [(0, 0), (1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (7, 3), (8, 4), (10, 4), (15, 4), (16, 5), (255, 8)],
+)
+def test_owner_bits_is_ceil_log2_of_t_plus_one(n_snapshots, bits):
+    assert owner_bits(n_snapshots) == bits == math.ceil(math.log2(n_snapshots + 1))
+
+
+@pytest.mark.parametrize("n", [-1, MAX_SNAPSHOTS + 1])
+def test_owner_bits_rejects_counts_out_of_range(n):
+    with pytest.raises(ValueError, match="at most 255 snapshots"):
+        owner_bits(n)
+
+
+def test_pack_uints_hand_values():
+    # 4 bits: two values per byte, the first in the low nibble
+    assert pack_uints(torch.tensor([1, 2, 3]), 4).tolist() == [0x21, 0x03]
+    # 3 bits: fields straddle bytes; 5 = 101, 0 = 000, 7 = 111, LSB first
+    assert pack_uints(torch.tensor([5, 0, 7]), 3).tolist() == [0b11000101, 0b1]
+    assert pack_uints(torch.tensor([1, 0, 1, 1, 0, 0, 0, 0, 1]), 1).tolist() == [13, 1]
+    assert pack_uints(torch.tensor([200, 7]), 8).tolist() == [200, 7]
+    assert pack_uints(torch.zeros(10, dtype=torch.uint8), 0).numel() == 0
+
+
+@pytest.mark.parametrize("bits", range(9))
+@pytest.mark.parametrize("shape", [(1,), (7,), (8,), (9,), (3, 5), (4, 3, 3, 3), (0,)])
+def test_pack_uints_round_trip_and_size(bits, shape):
+    values = torch.randint(0, 1 << bits, shape, dtype=torch.uint8)
+    packed = pack_uints(values, bits)
+    assert packed.dtype == torch.uint8 and packed.dim() == 1
+    assert packed.numel() == math.ceil(math.prod(shape) * bits / 8)
+    restored = unpack_uints(packed, bits, shape)
+    assert restored.dtype == torch.uint8 and restored.shape == torch.Size(shape)
+    assert torch.equal(restored, values)
+
+
+def test_pack_uints_repacks_to_a_wider_field():
+    values = torch.randint(0, 16, (4, 3, 3, 3), dtype=torch.uint8)
+    wider = pack_uints(unpack_uints(pack_uints(values, 4), 4, values.shape), 5)
+    assert torch.equal(unpack_uints(wider, 5, values.shape), values)
+
+
+@pytest.mark.parametrize(
+    "values, bits, match",
+    [
+        (torch.tensor([4]), 2, "do not fit in 2 bits"),
+        (torch.tensor([-1]), 3, "do not fit"),
+        (torch.tensor([1]), 0, "do not fit in 0 bits"),
+        (torch.tensor([1]), 9, "0..8"),
+    ],
+)
+def test_pack_uints_rejects_values_that_do_not_fit(values, bits, match):
+    with pytest.raises(ValueError, match=match):
+        pack_uints(values, bits)
+
+
+def test_unpack_uints_rejects_the_wrong_size_or_width():
+    packed = pack_uints(torch.arange(10), 4)
+    with pytest.raises(ValueError, match="another shape or width"):
+        unpack_uints(packed, 4, (11,))
+    with pytest.raises(ValueError, match="another shape or width"):
+        unpack_uints(packed, 3, (10,))
+    with pytest.raises(ValueError, match="0..8"):
+        unpack_uints(packed, 9, (10,))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import math
+
 import pytest
 import torch
 from avalanche.models import IncrementalClassifier
@@ -9,7 +12,7 @@ from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from torch import nn
 
 from avalanche_m2kd import M2KDStrategy, SnapshotStore
-from avalanche_m2kd.pruning import snapshot_mask
+from avalanche_m2kd.pruning import keep_fraction, snapshot_mask
 
 
 class _Recorder(SupervisedPlugin):
@@ -64,8 +67,14 @@ def test_teachers_are_bit_exact_after_later_experiences(digits_images, mode, inc
         assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
         teacher.train()  # a teacher can never leave eval mode
         assert not teacher.training
-        out = teacher(recorder.probe)
-        assert torch.equal(out, recorder.outputs[k]), f"teacher {k} differs"
+        out, expected = teacher(recorder.probe), recorder.outputs[k]
+        seen = sorted(c for exp in store.classes[: k + 1] for c in exp)
+        assert torch.equal(out[:, seen], expected[:, seen]), f"teacher {k} differs"
+        if mode == "full" or incremental_head:  # IncrementalClassifier masks unseen units
+            assert torch.equal(out, expected), f"teacher {k} differs"
+        else:  # nested keeps no head row of the classes the snapshot had not seen
+            unseen = [c for c in range(out.shape[1]) if c not in seen]
+            assert torch.equal(out[:, unseen], torch.zeros_like(out[:, unseen]))
 
 
 def test_nested_owned_weights_never_change_and_released_stay_zero(digits_images, conv_net):
@@ -98,14 +107,20 @@ def test_nbytes_counts_what_each_mode_holds(digits_images, conv_net):
     pruned, _ = _train(digits_images, conv_net, "pruned", n_exp=3, prune_ratio=0.75)
     state = full.model.state_dict()
     store = nested.snapshots
-    prunable_numel = sum(state[n].numel() for n in store.prunable)
+    assert store.owner_bits == 2  # owners 0..3
+    owners = sum(math.ceil(state[n].numel() * 2 / 8) for n in store.prunable)
+    body = _state_bytes(state, skip=store.prunable + ["8.weight", "8.bias"])
+    head_rows = sum(2 * (k + 1) * (16 + 1) * 4 for k in range(3))  # 2 new classes each
+    assert store.nbytes() == owners + 3 * body + head_rows
     small = _state_bytes(state, skip=store.prunable)
-    assert store.nbytes() == prunable_numel * 1 + 3 * small  # uint8 owner + small states
     assert full.snapshots.nbytes() == 3 * _state_bytes(state)
     masks = sum((state[n].numel() + 7) // 8 for n in store.prunable)
     values = sum(round(0.25 * state[n].numel()) * 4 for n in store.prunable)
     assert pruned.snapshots.nbytes() == 3 * (masks + values + small)
-    assert store.nbytes() < full.snapshots.nbytes() / 2
+    for s in (store, full.snapshots, pruned.snapshots):
+        by_name = s.nbytes_by_name()
+        assert sum(by_name.values()) == s.nbytes() and set(by_name) == set(state)
+    assert store.nbytes() < full.snapshots.nbytes() / 3
 
 
 def test_pruned_teachers_are_the_magnitude_pruned_snapshots(digits_images, conv_net):
@@ -120,23 +135,36 @@ def test_pruned_teachers_are_the_magnitude_pruned_snapshots(digits_images, conv_
             assert recorded[kept].abs().min() >= recorded[~kept].abs().max()
 
 
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
 @pytest.mark.parametrize("mode", ["nested", "pruned", "full"])
-def test_state_dict_round_trip_rebuilds_identical_teachers(digits_images, mode, tmp_path, conv_net):
+def test_state_dict_round_trip_rebuilds_identical_teachers(digits_images, mode, conv_net):
     strategy, recorder = _train(digits_images, conv_net, mode, n_exp=3)
     store = strategy.snapshots
     state = store.state_dict()
-    live = {id(p) for p in strategy.model.parameters()}
-    flat = [state["owners"]] + [s for snap in state["snapshots"] for s in snap.values()]
-    assert all(id(t) not in live for d in flat for t in d.values())
+    live = {p.data_ptr() for p in strategy.model.parameters()}
+    assert all(t.data_ptr() not in live for t in _tensors(state))
+    # the state holds exactly the tensors nbytes() counts
+    assert sum(t.numel() * t.element_size() for t in _tensors(state)) == store.nbytes()
     if mode == "nested":  # no prunable (live) weight is copied into the state
-        assert all(n not in snap["state"] for snap in state["snapshots"] for n in store.prunable)
-    path = tmp_path / "store.pt"
-    torch.save(state, path)
+        assert all(n not in [e[0] for e in lay] for lay in state["layouts"] for n in store.prunable)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
     restored = SnapshotStore(mode)
-    restored.load_state_dict(torch.load(path, weights_only=True))
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
     restored.bind(strategy.model)
     assert len(restored) == 3 and restored.classes == store.classes
-    assert restored.nbytes() == store.nbytes()
+    assert restored.nbytes() == store.nbytes() and restored.owner_bits == store.owner_bits
     for k in range(3):
         assert torch.equal(restored.teacher(k)(recorder.probe), store.teacher(k)(recorder.probe))
 
@@ -152,3 +180,119 @@ def test_teacher_index_out_of_range():
     store.bind(nn.Sequential(nn.Linear(2, 2)))
     with pytest.raises(IndexError, match="holds 0"):
         store.teacher(0)
+
+
+# ------------------------------------------------ nested format, without training
+
+
+def _small_net(n_classes: int = 40) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+        nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, n_classes),
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def _simulate(store: SnapshotStore, model: nn.Module, n_snapshots: int, per_exp: int = 2):
+    """Record ``n_snapshots`` experiences of random weights through the store's API.
+
+    Returns the probe batch, the model's logits and its state at each recording,
+    and the owner width after each recording.
+    """
+    x = torch.randn(6, 1, 6, 6)
+    store.bind(model)
+    outputs, states, widths = [], [], []
+    for t in range(n_snapshots):
+        params = dict(model.named_parameters())
+        for name, free in store.free_masks().items():
+            params[name].copy_(torch.where(free, torch.randn_like(params[name]), params[name]))
+        for name, tensor in model.state_dict().items():
+            if name not in store.prunable and tensor.is_floating_point():
+                tensor.copy_(torch.rand_like(tensor) + 0.5)  # biases, BN (var > 0), head
+        store.prune(model, t, keep_fraction("fair", t, n_snapshots))
+        store.record(model, classes=range(per_exp * t, per_exp * (t + 1)))
+        outputs.append(model.eval()(x))
+        states.append({n: v.clone() for n, v in model.state_dict().items()})
+        widths.append(store.owner_bits)
+    return x, outputs, states, widths
+
+
+def _assert_teachers_exact(store: SnapshotStore, x, outputs, states, per_exp: int = 2):
+    for k in range(len(store)):
+        teacher = store.teacher(k)
+        seen = list(range(per_exp * (k + 1)))
+        rebuilt = {n.removeprefix("module."): v for n, v in teacher.state_dict().items()}
+        assert set(rebuilt) == set(states[k])
+        for name, value in states[k].items():
+            if name.startswith("6."):  # the head: rows of seen classes, zero elsewhere
+                assert torch.equal(rebuilt[name][seen], value[seen]), (k, name)
+                assert not rebuilt[name][per_exp * (k + 1) :].any(), (k, name)
+            else:
+                assert torch.equal(rebuilt[name], value), (k, name)
+        assert torch.equal(teacher(x)[:, seen], outputs[k][:, seen]), k
+
+
+def test_nested_five_snapshots_take_three_bits_per_weight():
+    store, model = SnapshotStore("nested"), _small_net()
+    x, outputs, states, widths = _simulate(store, model, 5)
+    assert widths == [1, 2, 2, 3, 3]  # ceil(log2(T + 1)) after T snapshots
+    # owners: 36 conv + 512 linear weights at 3 bits = ceil(108 / 8) + 192 bytes
+    assert store.nbytes_by_name()["0.weight"] == 14 and store.nbytes_by_name()["4.weight"] == 192
+    # per snapshot k: BN weight, bias, mean, var (4 x 4 floats) + num_batches_tracked (int64)
+    # + the 8 biases of layer 4 + 2 (k + 1) head rows of 8 weights and 1 bias
+    small = [4 * 4 * 4 + 8 + 8 * 4 + 2 * (k + 1) * 9 * 4 for k in range(5)]
+    assert store.nbytes() == 14 + 192 + sum(small) == 1806
+    assert sum(store.nbytes_by_name().values()) == store.nbytes()
+    _assert_teachers_exact(store, x, outputs, states)
+
+
+def test_nested_owner_width_grows_past_fifteen_snapshots():
+    store, model = SnapshotStore("nested"), _small_net()
+    x, outputs, states, widths = _simulate(store, model, 17)
+    assert widths[14] == 4 and widths[15:] == [5, 5]  # re-packed at the 16th snapshot
+    numel = {"0.weight": 36, "4.weight": 512}
+    assert {n: store.nbytes_by_name()[n] for n in numel} == {n: math.ceil(v * 5 / 8) for n, v in numel.items()}
+    owners = store.owners
+    assert owners["4.weight"].dtype == torch.uint8 and int(owners["4.weight"].max()) == 17
+    _assert_teachers_exact(store, x, outputs, states)  # snapshots packed at 4 bits too
+
+
+def test_nested_state_dict_is_the_packed_form_and_round_trips():
+    store, model = SnapshotStore("nested"), _small_net()
+    x, outputs, states, _ = _simulate(store, model, 5)
+    state = store.state_dict()
+    assert state["owner_bits"] == 3
+    assert {n: t.dtype for n, t in state["owners"].items()} == {"0.weight": torch.uint8, "4.weight": torch.uint8}
+    assert sum(t.numel() * t.element_size() for t in _tensors(state)) == store.nbytes()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    restored = SnapshotStore("nested")
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert restored.nbytes() == store.nbytes() == 1806
+    assert all(torch.equal(restored.owners[n], o) for n, o in store.owners.items())  # before bind
+    restored.bind(model)
+    _assert_teachers_exact(restored, x, outputs, states)
+
+
+def test_nested_rejects_a_corrupt_or_foreign_state():
+    store, model = SnapshotStore("nested"), _small_net()
+    _simulate(store, model, 3)
+    state = store.state_dict()
+    with pytest.raises(ValueError, match="corrupt"):
+        SnapshotStore("nested").load_state_dict({**state, "owner_bits": 3})
+    with pytest.raises(ValueError, match="format"):
+        SnapshotStore("nested").load_state_dict({**state, "format": 1})
+    restored = SnapshotStore("nested")
+    restored.load_state_dict(state)
+    other = _small_net()
+    other[0] = nn.Conv2d(1, 4, 2, bias=False)  # same layer names, another shape
+    with pytest.raises(ValueError, match="another architecture"):
+        restored.bind(other)
+
+
+def test_nested_prune_refuses_more_than_max_snapshots():
+    store, model = SnapshotStore("nested"), _small_net()
+    store.bind(model)
+    with pytest.raises(ValueError, match="at most 255"):
+        store.prune(model, 255, 0.5)
