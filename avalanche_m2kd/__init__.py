@@ -1,5 +1,6 @@
 """avalanche-m2kd: M2KD multi-model and multi-level distillation for Avalanche."""
 
+from avalanche_m2kd.loggers import WandBLogger
 from avalanche_m2kd.plugins import (
     MultiLevelDistillationPlugin,
     MultiModelDistillationPlugin,
@@ -19,5 +20,6 @@ __all__ = [
     "SeenClassesMaskingPlugin",
     "SnapshotMaskingPlugin",
     "SnapshotStore",
+    "WandBLogger",
     "__version__",
 ]

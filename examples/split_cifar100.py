@@ -21,9 +21,9 @@ that fails the script says where it looked and exits with status 2.
     python examples/split_cifar100.py --n-experiences 6 --first-exp-classes 50  # B50, 5 steps
     python examples/split_cifar100.py --class-order icarl --device cuda --wandb
 
-W&B: ``--wandb`` uses ``avalanche_m2kd.WandBLogger`` when the package provides one
-(Avalanche 0.6.0's own ``WandBLogger`` fails with wandb >= 0.31: it calls the removed
-``wandb.util.generate_id`` and ``wandb.viz``), else Avalanche's.
+W&B: ``--wandb`` logs through ``avalanche_m2kd.WandBLogger`` (Avalanche 0.6.0's own
+``WandBLogger`` fails with wandb >= 0.31: it calls the removed ``wandb.util.generate_id``
+and ``wandb.viz``).
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ from torch import nn  # noqa: E402
 from torch.optim.lr_scheduler import MultiStepLR  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
-import avalanche_m2kd  # noqa: E402
-from avalanche_m2kd import M2KDStrategy  # noqa: E402
+from avalanche_m2kd import M2KDStrategy, WandBLogger  # noqa: E402
 from avalanche_m2kd.data.cifar import (  # noqa: E402
     CIFAR100_CLASS_ORDERS,
     CIFAR100NotFoundError,
@@ -113,14 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _wandb_logger_class():
-    """``avalanche_m2kd.WandBLogger`` (fixed for wandb >= 0.31) if present, else Avalanche's."""
-    cls = getattr(avalanche_m2kd, "WandBLogger", None)
-    if cls is None:
-        from avalanche.logging import WandBLogger as cls
-    return cls
-
-
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -135,17 +126,6 @@ def lr_milestones(epochs: int) -> list[int]:
         ([49, 63], [1])
     """
     return sorted({round(0.7 * epochs), round(0.9 * epochs)} - {0})
-
-
-def _finish_wandb(logger) -> None:
-    """End the W&B run a logger opened, so that a second ``main`` call starts a new one."""
-    close = getattr(logger, "close", None)
-    if callable(close):
-        close()
-        return
-    wandb = getattr(logger, "wandb", None)
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
 
 
 def _exemplar_count(strategy) -> int:
@@ -221,7 +201,7 @@ def main(
             f"m2kd-{args.snapshot_mode}-b{args.first_exp_classes or 0}-"
             f"{args.n_experiences}exp-{args.class_order}-s{args.seed}"
         )
-        wandb_logger = _wandb_logger_class()(
+        wandb_logger = WandBLogger(
             project_name=args.wandb_project, run_name=run_name, config=vars(args),
             dir=str(log_dir) if log_dir else None,
         )
@@ -276,7 +256,7 @@ def main(
         if log_file is not None:
             log_file.close()
         if wandb_logger is not None:
-            _finish_wandb(wandb_logger)
+            wandb_logger.close()
 
     accs = results["accuracy"]
     results.update(
