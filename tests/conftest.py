@@ -61,3 +61,46 @@ def conv_net():
 def mlp():
     """Factory of a 64-128-128-10 MLP for flattened digits."""
     return _mlp
+
+
+def _write_idx(path, array) -> None:
+    """An idx file (the MNIST format): magic, big-endian dimensions, uint8 data."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+@pytest.fixture(scope="session")
+def fmnist_source(tmp_path_factory):
+    """A tiny Fashion-MNIST-shaped set as Debian ships it: the four gzipped idx files.
+
+    12 training and 6 test images of each of the 10 classes, 28x28, random pixels
+    whose mean depends on the class (so a model can learn something).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    source = tmp_path_factory.mktemp("fmnist-source")
+    for split, per_class in (("train", 12), ("t10k", 6)):
+        labels = np.tile(np.arange(10), per_class)
+        images = rng.integers(0, 60, size=(len(labels), 28, 28)) + 18 * labels[:, None, None]
+        _write_idx(source / f"{split}-images-idx3-ubyte.gz", images)
+        _write_idx(source / f"{split}-labels-idx1-ubyte.gz", labels)
+    return source
+
+
+@pytest.fixture(scope="session")
+def fmnist_root(fmnist_source, tmp_path_factory):
+    """A dataset root with the tiny set unpacked where ``SplitFMNIST`` reads it."""
+    from avalanche_m2kd.data.fmnist import prepare_fashion_mnist
+
+    root = tmp_path_factory.mktemp("fmnist-root")
+    prepare_fashion_mnist(root, fmnist_source)
+    return root

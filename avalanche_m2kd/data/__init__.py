@@ -8,13 +8,23 @@ from avalanche_m2kd.data.cifar import (
     split_cifar100,
 )
 from avalanche_m2kd.data.digits import TensorClassificationDataset, split_digits
+from avalanche_m2kd.data.fmnist import (
+    FashionMNISTNotFoundError,
+    fashion_mnist_ready,
+    prepare_fashion_mnist,
+    split_fmnist,
+)
 
 __all__ = [
     "CIFAR100_CLASS_ORDERS",
     "CIFAR100NotFoundError",
+    "FashionMNISTNotFoundError",
     "TensorClassificationDataset",
     "cifar100_class_order",
+    "fashion_mnist_ready",
     "load_cifar100",
+    "prepare_fashion_mnist",
     "split_cifar100",
     "split_digits",
+    "split_fmnist",
 ]

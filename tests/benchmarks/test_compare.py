@@ -1,0 +1,72 @@
+"""The comparison harness end to end on a tiny Fashion-MNIST-shaped set (2 experiences, 1 epoch)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import compare
+
+TINY = ["--streams", "2x5", "--seeds", "0", "--epochs", "1", "--train-per-class", "6",
+        "--test-per-class", "3", "--batch-size", "16", "--width", "4", "--preset", "quick"]
+
+
+def test_prepare_command(fmnist_source, tmp_path, capsys):
+    compare.main(["prepare", "--root", str(tmp_path), "--source", str(fmnist_source)])
+    assert "ready" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        compare.main(["prepare", "--root", str(tmp_path / "r"), "--source", str(tmp_path / "none")])
+    assert info.value.code == 2
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_run_without_data_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        compare.main(["run", "--root", str(tmp_path), "--out", str(tmp_path / "out")] + TINY)
+    assert info.value.code == 2 and "prepare" in capsys.readouterr().err
+
+
+def test_run_and_report(fmnist_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["run", "--root", str(fmnist_root), "--out", str(out), "--budgets", "0", "10"] + TINY
+    compare.main(args)
+    records = compare.load_records(out)
+    expected = {("naive", 0), ("lwf", 0), ("m2kd", 0), ("replay", 10), ("lwf", 10), ("icarl", 10), ("m2kd", 10)}
+    assert {(r["method"], r["budget"]) for r in records} == expected
+    for r in records:
+        assert len(r["accuracy"]) == len(r["matrix"]) == 2
+        assert all(0.0 <= a <= 1.0 for a in r["accuracy"])
+        assert r["old_accuracy"][0] is None and 0.0 <= r["old_accuracy"][1] <= 1.0
+        assert r["matrix"][0][1] is None and r["matrix"][1][1] == r["new_accuracy"][1]
+        assert r["average_incremental_accuracy"] == pytest.approx(sum(r["accuracy"]) / 2)
+        assert r["wall_time_s"] > 0 and r["forgetting"][0] == 0.0
+        assert r["exemplar_bytes"] == (10 * 784 if r["budget"] else 0)
+    by = {(r["method"], r["budget"]): r for r in records}
+    assert by[("m2kd", 10)]["snapshot_bytes"] > 0 and by[("replay", 10)]["snapshot_bytes"] == 0
+
+    capsys.readouterr()
+    compare.main(args)  # every record exists: nothing runs again
+    assert "headline" not in capsys.readouterr().out.replace("done", "")
+
+    compare.main(["report", "--out", str(out)])
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == len(expected)
+    table = (out / "results.md").read_text()
+    assert "| m2kd | 10 |" in table and "avg. incr. acc." in table
+    png = (out / "results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_ablation_variants_run(fmnist_root, tmp_path):
+    out = tmp_path / "out"
+    compare.main(["run", "--root", str(fmnist_root), "--out", str(out), "--ablation",
+                  "--ablation-budgets", "10"] + TINY)
+    records = compare.load_records(out)
+    assert {r["variant"] for r in records} == set(compare.ABLATION)
+    assert all(r["kind"] == "ablation" and r["method"] == "m2kd" for r in records)
+
+
+def test_forgetting_definition():
+    matrix = [[0.9, None, None], [0.5, 0.8, None], [0.7, 0.2, 1.0]]
+    assert compare.forgetting(matrix) == [0.0, pytest.approx(0.4), pytest.approx((0.2 + 0.6) / 2)]
