@@ -52,9 +52,17 @@ from avalanche_m2kd.pruning import (
     unpack_uints,
 )
 
-__all__ = ["FrozenTeacher", "SnapshotMode", "SnapshotStore", "prunable_weight_names"]
+__all__ = [
+    "FrozenTeacher",
+    "SnapshotMode",
+    "SnapshotStore",
+    "TeacherBatchNorm",
+    "prunable_weight_names",
+]
 
 SnapshotMode = Literal["nested", "pruned", "full"]
+TeacherBatchNorm = Literal["batch", "running"]
+_BN_MODES = ("batch", "running")
 _MODES = ("nested", "pruned", "full")
 _PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -120,7 +128,12 @@ class FrozenTeacher(nn.Module):
         self.module = module.requires_grad_(False)
         self._specs: list[str] = []
         self._capture: Optional[FeatureCapture] = None
-        self._memo: Optional[tuple[Tensor, Tensor, dict[str, Tensor]]] = None
+        self._memo: Optional[tuple[Tensor, str, Tensor, dict[str, Tensor]]] = None
+        self._batch_norms = [
+            m
+            for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
         self.capture(feature_specs)
         super().train(False)
 
@@ -139,13 +152,35 @@ class FrozenTeacher(nn.Module):
         self._memo = None
 
     @torch.no_grad()
-    def run(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and captured features for ``x`` (memoised on the last input)."""
-        if self._memo is not None and self._memo[0] is x:
-            return self._memo[1], self._memo[2]
-        logits = self.module(x)
+    def run(
+        self, x: Tensor, batch_norm: TeacherBatchNorm = "running"
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits and captured features for ``x`` (memoised on the last call).
+
+        Args:
+            x: the input batch.
+            batch_norm: ``"running"`` (default) normalises with the snapshot's stored
+                BatchNorm statistics, exactly as the snapshot did in eval mode;
+                ``"batch"`` normalises with the statistics of ``x`` itself, as the
+                student does in training mode (the stored statistics are neither used
+                nor changed). Other layers (dropout, ...) stay in eval mode.
+        """
+        if batch_norm not in _BN_MODES:
+            raise ValueError(
+                f"Expected argument `batch_norm` to be one of {_BN_MODES}, but got {batch_norm!r}"
+            )
+        if self._memo is not None and self._memo[0] is x and self._memo[1] == batch_norm:
+            return self._memo[2], self._memo[3]
+        norms = self._batch_norms if batch_norm == "batch" else []
+        for m in norms:
+            m.training, m.track_running_stats = True, False
+        try:
+            logits = self.module(x)
+        finally:
+            for m in norms:
+                m.training, m.track_running_stats = False, True
         features = dict(self._capture.features) if self._capture is not None else {}
-        self._memo = (x, logits, features)
+        self._memo = (x, batch_norm, logits, features)
         return logits, features
 
     def forward(self, x: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from avalanche_m2kd.plugins import (
 )
 from avalanche_m2kd.plugins._teachers import TeacherSet
 from avalanche_m2kd.pruning import PruneRatio
-from avalanche_m2kd.snapshots import SnapshotMode, SnapshotStore
+from avalanche_m2kd.snapshots import SnapshotMode, SnapshotStore, TeacherBatchNorm
 
 __all__ = ["M2KDStrategy"]
 
@@ -84,6 +84,9 @@ class M2KDStrategy(SupervisedTemplate):
         teachers: ``"all"`` (paper) or ``"last"`` (LwF-style).
         feature_loss: ``"normalized_mse"`` (SPEC default), ``"mse"``, ``"attention"``.
         feature_teachers: ``"last"`` (SPEC default) or ``"all"``.
+        teacher_bn: statistics of the teachers' BatchNorm layers on the distilled
+            mini-batch: ``"batch"`` (default, ours; as the student in training mode
+            and Avalanche's ``LwF``) or ``"running"`` (the snapshot's eval mode).
         head_name: dotted name of the classifier head; found when ``None``.
 
     Attributes:
@@ -120,6 +123,7 @@ class M2KDStrategy(SupervisedTemplate):
         teachers: TeacherSet = "all",
         feature_loss: FeatureLoss = "normalized_mse",
         feature_teachers: TeacherSet = "last",
+        teacher_bn: TeacherBatchNorm = "batch",
         head_name: Optional[str] = None,
     ) -> None:
         head_name = find_head(model, head_name)
@@ -137,11 +141,17 @@ class M2KDStrategy(SupervisedTemplate):
             self.masking,
             SeenClassesMaskingPlugin(),
             MultiModelDistillationPlugin(
-                temperature, mm_weight, teacher_slice, teachers, store=store
+                temperature, mm_weight, teacher_slice, teachers, store=store, teacher_bn=teacher_bn
             ),
         ]
         feature_plugin = MultiLevelDistillationPlugin(
-            feature_layers, feature_loss, feature_teachers, feat_weight, store=store, head_name=head_name
+            feature_layers,
+            feature_loss,
+            feature_teachers,
+            feat_weight,
+            store=store,
+            head_name=head_name,
+            teacher_bn=teacher_bn,
         )
         if feat_weight > 0:
             m2kd.append(feature_plugin)

@@ -296,3 +296,42 @@ def test_nested_prune_refuses_more_than_max_snapshots():
     store.bind(model)
     with pytest.raises(ValueError, match="at most 255"):
         store.prune(model, 255, 0.5)
+
+
+# ------------------------------------------------------- teachers' BatchNorm statistics
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 4))
+    net.train()
+    for _ in range(3):  # give the running statistics values unlike any one batch's
+        net(torch.randn(16, 6) * 3 + 1)
+    return net
+
+
+def test_teacher_batch_norm_modes():
+    net = _bn_net()
+    store = SnapshotStore("full", head_name="4")
+    store.record(net, [0, 1, 2, 3])
+    teacher = store.teacher(0)
+    bn = teacher.module[1]
+    stats = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+    x = torch.randn(10, 6)
+
+    # "running": the snapshot's eval-mode output.
+    torch.testing.assert_close(teacher.run(x, "running")[0], net.eval()(x), rtol=0, atol=0)
+    # "batch": normalised with x's own statistics, dropout still off — what Avalanche's
+    # LwF teacher (a train-mode copy) gives, minus the dropout.
+    net.train()
+    net[3].p = 0.0
+    expected = net(x)
+    batch_out = teacher.run(x, "batch")[0]
+    torch.testing.assert_close(batch_out, expected)
+    assert not torch.allclose(batch_out, teacher.run(x, "running")[0])
+    # The stored statistics are neither used nor changed, and the teacher stays frozen.
+    for before, after in zip(stats, (bn.running_mean, bn.running_var, bn.num_batches_tracked)):
+        assert torch.equal(before, after)
+    assert not teacher.training and not bn.training and bn.track_running_stats
+    # The memo is per mode: asking again for either mode gives that mode's output.
+    torch.testing.assert_close(teacher.run(x, "batch")[0], batch_out, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="batch_norm"):
+        teacher.run(x, "eval")

@@ -207,6 +207,15 @@ def test_prune_ratio_out_of_range(ratio, mlp):
         M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), prune_ratio=ratio)
 
 
+@pytest.mark.parametrize(
+    "option", [dict(teacher_bn="eval"), dict(teacher_slice="all"), dict(teachers="first"), dict(temperature=0.0)]
+)
+def test_distillation_options_out_of_range(option, mlp):
+    model = mlp()
+    with pytest.raises(ValueError, match=next(iter(option))):
+        M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), **option)
+
+
 def test_stream_with_task_labels_is_rejected(digits, mlp):
     from sklearn.datasets import load_digits
 

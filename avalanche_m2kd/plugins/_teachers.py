@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from avalanche.training.plugins import SupervisedPlugin
 
-from avalanche_m2kd.snapshots import SnapshotStore
+from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm
 from avalanche_m2kd.stream import check_class_incremental, experience_classes
 
 TeacherSet = Literal["all", "last"]
@@ -19,10 +19,23 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=False):
     store, checks that the stream is class-incremental and records a snapshot after
     each experience. With a shared store (e.g. ``SnapshotMaskingPlugin(...).store``),
     the plugin only reads it: whoever owns the store records the snapshots.
+
+    ``teacher_bn`` says which statistics the teachers' BatchNorm layers use on the
+    distilled mini-batch (see :meth:`avalanche_m2kd.snapshots.FrozenTeacher.run`).
     """
 
-    def __init__(self, store: Optional[SnapshotStore] = None, head_name: Optional[str] = None):
+    def __init__(
+        self,
+        store: Optional[SnapshotStore] = None,
+        head_name: Optional[str] = None,
+        teacher_bn: TeacherBatchNorm = "batch",
+    ):
         super().__init__()
+        if teacher_bn not in ("batch", "running"):
+            raise ValueError(
+                f"Expected argument `teacher_bn` to be 'batch' or 'running', but got {teacher_bn!r}"
+            )
+        self.teacher_bn: TeacherBatchNorm = teacher_bn
         self.owns_store = store is None
         self.store = store if store is not None else SnapshotStore("full", head_name=head_name)
 
