@@ -35,12 +35,8 @@ class MultiLevelDistillationPlugin(TeacherPlugin):
         loss: ``"normalized_mse"`` (SPEC default), ``"mse"`` or ``"attention"``.
         teachers: ``"last"`` snapshot (SPEC default) or ``"all"`` (averaged).
         weight: ``lambda_feat`` (SPEC default 1).
-        teacher_bn: which statistics the teachers' BatchNorm layers normalise the
-            mini-batch with: ``"batch"`` (default, ours) — the batch's own, as the
-            student does in training mode and as Avalanche's ``LwF`` teacher does;
-            ``"running"`` — the snapshot's stored statistics (its eval-mode outputs).
-            On Split Fashion-MNIST, running-statistics targets cost the last-teacher
-            variant a large part of its final accuracy (see the README's ablation).
+        teacher_bn: ``"batch"`` (default) or ``"running"`` BatchNorm statistics for
+            the teachers, as in :class:`MultiModelDistillationPlugin`.
         store: a shared :class:`SnapshotStore`; ``None`` keeps a private full-copy one.
         head_name: the classifier head (found if ``None``).
     """
