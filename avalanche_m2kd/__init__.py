@@ -1,5 +1,6 @@
 """avalanche-m2kd: M2KD multi-model and multi-level distillation for Avalanche."""
 
+from avalanche_m2kd.criterion import LogitAdjustedCrossEntropy
 from avalanche_m2kd.loggers import WandBLogger
 from avalanche_m2kd.plugins import (
     MultiLevelDistillationPlugin,
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FrozenTeacher",
+    "LogitAdjustedCrossEntropy",
     "M2KDStrategy",
     "MultiLevelDistillationPlugin",
     "MultiModelDistillationPlugin",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -11,6 +12,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from torch.optim import Optimizer
 
+from avalanche_m2kd.criterion import LogitAdjustedCrossEntropy
 from avalanche_m2kd.exemplars import ClassBalancedBuffer, HeadInputHerding
 from avalanche_m2kd.features import find_head, resolve_layer_specs
 from avalanche_m2kd.losses import FeatureLoss, TeacherSlice
@@ -25,6 +27,30 @@ from avalanche_m2kd.pruning import PruneRatio
 from avalanche_m2kd.snapshots import SnapshotMode, SnapshotStore, TeacherBatchNorm
 
 __all__ = ["M2KDStrategy"]
+
+
+def _adjusted(criterion: nn.Module, tau: float) -> nn.Module:
+    """``criterion`` with logit adjustment ``tau`` where it is plain cross-entropy."""
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or tau < 0:
+        raise ValueError(f"Expected argument `logit_adjustment` to be a number >= 0, but got {tau!r}")
+    if tau == 0 or isinstance(criterion, LogitAdjustedCrossEntropy):
+        return criterion
+    plain = (
+        type(criterion) is nn.CrossEntropyLoss
+        and criterion.weight is None
+        and criterion.ignore_index == -100
+        and criterion.reduction == "mean"
+        and criterion.label_smoothing == 0.0
+    )
+    if not plain:
+        warnings.warn(
+            f"M2KDStrategy applies `logit_adjustment` only to a plain nn.CrossEntropyLoss; "
+            f"the given criterion {type(criterion).__name__} is used unchanged. Pass "
+            "logit_adjustment=0 to silence this warning.",
+            stacklevel=3,
+        )
+        return criterion
+    return LogitAdjustedCrossEntropy(tau)
 
 
 class _ExemplarReplay(ReplayPlugin):
@@ -87,6 +113,12 @@ class M2KDStrategy(SupervisedTemplate):
         teacher_bn: statistics of the teachers' BatchNorm layers on the distilled
             mini-batch: ``"batch"`` (default, ours; as the student in training mode
             and Avalanche's ``LwF``) or ``"running"`` (the snapshot's eval mode).
+        logit_adjustment: ``tau`` of the
+            :class:`~avalanche_m2kd.criterion.LogitAdjustedCrossEntropy` that replaces
+            a plain ``nn.CrossEntropyLoss`` criterion (default 1.0, ours, not the
+            paper's: it removes the new-class bias of replayed mini-batches, which
+            distillation cannot; 0 keeps the criterion as given). Other criteria
+            are used unchanged, with a warning.
         head_name: dotted name of the classifier head; found when ``None``.
 
     Attributes:
@@ -124,9 +156,11 @@ class M2KDStrategy(SupervisedTemplate):
         feature_loss: FeatureLoss = "normalized_mse",
         feature_teachers: TeacherSet = "last",
         teacher_bn: TeacherBatchNorm = "batch",
+        logit_adjustment: float = 1.0,
         head_name: Optional[str] = None,
     ) -> None:
         head_name = find_head(model, head_name)
+        criterion = _adjusted(criterion, logit_adjustment)
         if feature_layers is not None:
             feature_layers = resolve_layer_specs(
                 model, [feature_layers] if isinstance(feature_layers, str) else feature_layers

@@ -73,15 +73,19 @@ METHODS = ("naive", "replay", "lwf", "icarl", "m2kd")
 #: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults.
 ABLATION: dict[str, dict[str, Any]] = {
     "m2kd": {},
-    "no distillation (replay)": dict(snapshot_mode="full", mm_weight=0.0, feat_weight=0.0),
-    "last teacher (LwF-equivalent)": dict(teachers="last", snapshot_mode="full", feat_weight=0.0),
-    "all teachers, cumulative, full": dict(snapshot_mode="full", feat_weight=0.0),
-    "all teachers, own, full": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0),
-    "all teachers, own, full + features": dict(snapshot_mode="full", teacher_slice="own"),
-    "all teachers, cumulative, full + features": dict(snapshot_mode="full"),
-    "+ stage features": dict(snapshot_mode="full", feature_layers=list(FEATURE_STAGES)),
-    "pruned store": dict(snapshot_mode="pruned"),
     "nested store": dict(snapshot_mode="nested"),
+    "pruned store": dict(snapshot_mode="pruned"),
+    "full store": dict(snapshot_mode="full"),
+    "no distillation (replay + LA)": dict(snapshot_mode="full", mm_weight=0.0, feat_weight=0.0),
+    "last teacher (LwF + LA)": dict(teachers="last", snapshot_mode="full", feat_weight=0.0),
+    "last teacher, no LA (LwF)": dict(teachers="last", snapshot_mode="full", feat_weight=0.0,
+                                      logit_adjustment=0.0),
+    "all teachers, cumulative": dict(snapshot_mode="full", feat_weight=0.0),
+    "all teachers, own": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0),
+    "all teachers + stage features": dict(snapshot_mode="full", feature_layers=list(FEATURE_STAGES)),
+    "all teachers + features from all": dict(snapshot_mode="full", feature_teachers="all"),
+    "all teachers + features, no LA": dict(snapshot_mode="full", logit_adjustment=0.0),
+    "teachers with running BN statistics": dict(snapshot_mode="full", teacher_bn="running"),
 }
 
 
