@@ -44,7 +44,7 @@ from avalanche.training import ICaRL, LwF, Naive  # noqa: E402
 from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin  # noqa: E402
 from torch import nn  # noqa: E402
 
-from avalanche_m2kd import M2KDStrategy  # noqa: E402
+from avalanche_m2kd import LogitAdjustedCrossEntropy, M2KDStrategy  # noqa: E402
 from avalanche_m2kd.data.fmnist import (  # noqa: E402
     DEBIAN_FASHION_MNIST,
     FashionMNISTNotFoundError,
@@ -68,7 +68,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 #: Methods of the headline table. Naive has no memory; Replay and iCaRL need one.
-METHODS = ("naive", "replay", "lwf", "icarl", "m2kd")
+#: ``replay-la`` and ``lwf-la`` are Avalanche's Replay and LwF with M2KD's default
+#: criterion, :class:`~avalanche_m2kd.LogitAdjustedCrossEntropy`, so that LwF-LA and
+#: M2KD differ only in their distillation.
+METHODS = ("naive", "replay", "replay-la", "lwf", "lwf-la", "icarl", "m2kd")
 
 #: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults.
 ABLATION: dict[str, dict[str, Any]] = {
@@ -94,7 +97,7 @@ def runs_for(stream: str, budgets: list[int], methods: tuple[str, ...] = METHODS
     pairs = []
     for budget in budgets:
         for method in methods:
-            if method == "naive" and budget > 0 or method in ("replay", "icarl") and budget == 0:
+            if method == "naive" and budget > 0 or method in ("replay", "replay-la", "icarl") and budget == 0:
                 continue
             pairs.append((method, budget))
     return pairs
@@ -131,6 +134,9 @@ def build_strategy(method: str, budget: int, cfg: argparse.Namespace, n_classes:
     model = make_backbone(cfg.backbone, initial_classes=first_classes, width=cfg.width)
     if method == "naive":
         return Naive(model=model, optimizer=sgd(model), criterion=criterion, **common)
+    if method.endswith("-la"):
+        criterion = LogitAdjustedCrossEntropy()
+        method = method[: -len("-la")]
     if method == "replay":
         return Naive(model=model, optimizer=sgd(model), criterion=criterion, plugins=_shared_buffer(budget), **common)
     if method == "lwf":
@@ -159,7 +165,7 @@ def _memory_bytes(method: str, strategy) -> tuple[int, int]:
             exemplars = sum(len(x) for x in plugin.x_memory)
     if method == "m2kd":
         snapshots = strategy.snapshots.nbytes()
-    elif method in ("lwf", "icarl"):
+    elif method in ("lwf", "lwf-la", "icarl"):
         snapshots = _model_bytes(strategy.model)  # the one previous model they keep
     else:
         snapshots = 0
@@ -241,6 +247,8 @@ def cmd_run(cfg: argparse.Namespace) -> None:
         for stream in cfg.streams:
             if cfg.ablation:
                 for name, options in ABLATION.items():
+                    if cfg.variants and name not in cfg.variants:
+                        continue
                     for budget in cfg.ablation_budgets:
                         jobs.append(("ablation", name, options, budget, stream, seed))
             else:
@@ -400,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     run.add_argument("--ablation", action="store_true", help="M2KD variants instead of the methods")
     run.add_argument("--ablation-budgets", type=int, nargs="+", default=[200])
+    run.add_argument("--variants", nargs="+", choices=sorted(ABLATION), metavar="VARIANT",
+                     help="only these ablation variants (default: all)")
     run.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     run.add_argument("--streams", nargs="+")
     run.add_argument("--budgets", type=int, nargs="+")

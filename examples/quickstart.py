@@ -15,6 +15,7 @@ import time
 import warnings
 
 warnings.filterwarnings("ignore", message="no QP solver")  # printed by an Avalanche dependency
+warnings.filterwarnings("ignore", message="No loggers specified")  # this script prints its own table
 
 import torch  # noqa: E402
 from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics  # noqa: E402
@@ -47,7 +48,7 @@ def run(strategy_name: str, args: argparse.Namespace) -> list[tuple[int, float |
     common = dict(train_mb_size=32, train_epochs=args.epochs, eval_mb_size=256, evaluator=evaluator)
     if strategy_name == "m2kd":
         strategy = M2KDStrategy(
-            model, optimizer, nn.CrossEntropyLoss(), mem_size=args.mem_size,
+            model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), mem_size=args.mem_size,
             snapshot_mode=args.snapshot_mode, **common,
         )
     else:

@@ -32,7 +32,8 @@ def test_run_and_report(fmnist_root, tmp_path, capsys):
     args = ["run", "--root", str(fmnist_root), "--out", str(out), "--budgets", "0", "10"] + TINY
     compare.main(args)
     records = compare.load_records(out)
-    expected = {("naive", 0), ("lwf", 0), ("m2kd", 0), ("replay", 10), ("lwf", 10), ("icarl", 10), ("m2kd", 10)}
+    expected = {("naive", 0), ("lwf", 0), ("lwf-la", 0), ("m2kd", 0), ("replay", 10), ("replay-la", 10),
+                ("lwf", 10), ("lwf-la", 10), ("icarl", 10), ("m2kd", 10)}
     assert {(r["method"], r["budget"]) for r in records} == expected
     for r in records:
         assert len(r["accuracy"]) == len(r["matrix"]) == 2
