@@ -79,7 +79,10 @@ def teacher_slices(
 
     * ``"own"``: teacher ``k`` supervises ``C_k`` with weight ``|C_k| / |C_used|``
       where ``C_used`` is the union of the used teachers' own classes (with all
-      teachers this is ``|C_k| / |C_{<t}|``, as in SPEC).
+      teachers this is ``|C_k| / |C_{<t}|``, as in SPEC). A teacher whose
+      experience introduced a single class supervises one logit, whose softmax is
+      always 1: its term is 0. On a stream of one class per experience only the
+      teachers of multi-class experiences (e.g. the base one) distil.
     * ``"cumulative"``: teacher ``k`` supervises ``C_{<=k}`` with uniform weight
       ``1 / len(teacher_ids)``. With the last teacher only, this is LwF.
 

@@ -370,3 +370,15 @@ def test_multi_level_rejects_teacher_weights_of_the_wrong_length():
     student, teachers = _two_teachers()
     with pytest.raises(ValueError, match="one weight per teacher"):
         multi_level_distillation_loss(student, teachers, teacher_weights=[1.0])
+
+
+def test_own_slice_of_a_single_class_teacher_contributes_nothing():
+    from avalanche_m2kd.losses import multi_model_distillation_loss, teacher_slices
+
+    torch.manual_seed(0)
+    student = torch.randn(5, 4)
+    teachers = [torch.randn(5, 4), torch.randn(5, 4)]
+    slices, weights = teacher_slices([[0, 1], [2]], [0, 1], "own")
+    both = multi_model_distillation_loss(student, teachers, slices, weights, 2.0)
+    base_only = multi_model_distillation_loss(student, teachers[:1], slices[:1], [weights[0]], 2.0)
+    assert both.item() == pytest.approx(base_only.item(), abs=1e-7) and both.item() > 0
