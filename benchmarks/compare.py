@@ -73,22 +73,29 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: M2KD differ only in their distillation.
 METHODS = ("naive", "replay", "replay-la", "lwf", "lwf-la", "icarl", "m2kd")
 
-#: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults.
+#: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults (nested
+#: store, ``own`` slice, head-input features, batch-statistics teachers, logit
+#: adjustment). The component variants fix ``teacher_slice="cumulative"``: they were
+#: measured before ``own`` became the default, and are kept as they ran.
+_CUM = dict(teacher_slice="cumulative")
 ABLATION: dict[str, dict[str, Any]] = {
     "m2kd": {},
-    "nested store": dict(snapshot_mode="nested"),
-    "pruned store": dict(snapshot_mode="pruned"),
-    "full store": dict(snapshot_mode="full"),
-    "no distillation (replay + LA)": dict(snapshot_mode="full", mm_weight=0.0, feat_weight=0.0),
-    "last teacher (LwF + LA)": dict(teachers="last", snapshot_mode="full", feat_weight=0.0),
+    "nested, cumulative": dict(snapshot_mode="nested", **_CUM),
+    "pruned, cumulative": dict(snapshot_mode="pruned", **_CUM),
+    "full, cumulative": dict(snapshot_mode="full", **_CUM),
+    "no distillation (replay + LA)": dict(snapshot_mode="full", mm_weight=0.0, feat_weight=0.0, **_CUM),
+    "last teacher (LwF + LA)": dict(teachers="last", snapshot_mode="full", feat_weight=0.0, **_CUM),
     "last teacher, no LA (LwF)": dict(teachers="last", snapshot_mode="full", feat_weight=0.0,
-                                      logit_adjustment=0.0),
-    "all teachers, cumulative": dict(snapshot_mode="full", feat_weight=0.0),
+                                      logit_adjustment=0.0, **_CUM),
+    "all teachers, cumulative": dict(snapshot_mode="full", feat_weight=0.0, **_CUM),
     "all teachers, own": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0),
-    "all teachers + stage features": dict(snapshot_mode="full", feature_layers=list(FEATURE_STAGES)),
-    "all teachers + features from all": dict(snapshot_mode="full", feature_teachers="all"),
-    "all teachers + features, no LA": dict(snapshot_mode="full", logit_adjustment=0.0),
-    "teachers with running BN statistics": dict(snapshot_mode="full", teacher_bn="running"),
+    "full, cumulative + stage features": dict(snapshot_mode="full", feature_layers=list(FEATURE_STAGES),
+                                              **_CUM),
+    "full, cumulative + features from all teachers": dict(snapshot_mode="full", feature_teachers="all",
+                                                          **_CUM),
+    "full, cumulative, no LA": dict(snapshot_mode="full", logit_adjustment=0.0, **_CUM),
+    "full, cumulative, teachers with running BN statistics": dict(snapshot_mode="full", teacher_bn="running",
+                                                                  **_CUM),
 }
 
 
