@@ -306,6 +306,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             accuracy_per_step=[statistics.mean(v) for v in zip(*(r["accuracy"] for r in rs))],
             old_accuracy_per_step=[None if v[0] is None else statistics.mean(v)
                                    for v in zip(*(r["old_accuracy"] for r in rs))],
+            new_accuracy_per_step=[statistics.mean(v) for v in zip(*(r["new_accuracy"] for r in rs))],
             wall_time_s=statistics.mean(r["wall_time_s"] for r in rs),
             snapshot_bytes=rs[0]["snapshot_bytes"], exemplar_bytes=rs[0]["exemplar_bytes"],
             model_bytes=rs[0]["model_bytes"],
@@ -322,16 +323,27 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if (r["kind"], r["stream"]) != current:
             current = (r["kind"], r["stream"])
-            lines += ["", f"**{r['kind']}, stream {r['stream']}** (mean ± std over seeds {r['seeds']})", "",
-                      "| method | budget | avg. incr. acc. | final acc. | final old | final new | "
+            lines += ["", f"**{r['kind']}, stream {r['stream']}** (mean ± std over the seeds run)", "",
+                      "| method | budget | seeds | avg. incr. acc. | final acc. | final old | final new | "
                       "forgetting | wall s | snapshots KiB | exemplars KiB |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
         lines.append(
-            f"| {r['variant']} | {r['budget']} | {_mean_std(r['average_incremental_accuracy'])} | "
+            f"| {r['variant']} | {r['budget']} | {len(r['seeds'])} | {_mean_std(r['average_incremental_accuracy'])} | "
             f"{_mean_std(r['final_accuracy'])} | {_mean_std(r['final_old_accuracy'])} | "
             f"{_mean_std(r['final_new_accuracy'])} | {_mean_std(r['final_forgetting'])} | "
             f"{r['wall_time_s']:.0f} | {r['snapshot_bytes'] / 1024:.0f} | {r['exemplar_bytes'] / 1024:.0f} |"
         )
+    for stream, budget in sorted({(r["stream"], r["budget"]) for r in rows if r["kind"] == "headline"}):
+        group = [r for r in rows if r["kind"] == "headline" and (r["stream"], r["budget"]) == (stream, budget)]
+        steps = len(group[0]["new_accuracy_per_step"])
+        lines += ["", f"**headline, stream {stream}, {budget} exemplars: old / new-class accuracy after each step** "
+                  "(mean over the seeds run)", "",
+                  "| method | " + " | ".join(f"step {t + 1}" for t in range(steps)) + " |",
+                  "|---|" + "---|" * steps]
+        for r in group:
+            cells = [f"{'–' if o is None else f'{o:.2f}'} / {n:.2f}"
+                     for o, n in zip(r["old_accuracy_per_step"], r["new_accuracy_per_step"])]
+            lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
     return "\n".join(lines).strip() + "\n"
 
 

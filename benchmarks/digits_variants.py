@@ -26,17 +26,23 @@ from avalanche_m2kd import M2KDStrategy  # noqa: E402
 from avalanche_m2kd.data import split_digits  # noqa: E402
 
 NO_DISTILL = dict(mm_weight=0.0, feat_weight=0.0)
+PLAIN_CE = dict(logit_adjustment=0.0)
+CUM = dict(teacher_slice="cumulative")
 VARIANTS: dict[str, dict] = {
-    "naive (no memory)": dict(mem_size=0, snapshot_mode="full", **NO_DISTILL),
-    "replay only": dict(snapshot_mode="full", **NO_DISTILL),
-    "LwF + buffer (last, cumulative)": dict(snapshot_mode="full", teachers="last", feat_weight=0.0),
-    "all teachers, cumulative, full": dict(snapshot_mode="full", feat_weight=0.0),
-    "all teachers, own, full": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0),
-    "all teachers, cumulative, full + features": dict(snapshot_mode="full"),
-    "all teachers, cumulative, pruned + features": dict(snapshot_mode="pruned"),
-    "nested, released weights restart at zero": dict(warm_start_released=False),
-    "nested (defaults)": dict(),
-    "nested, no distillation": dict(**NO_DISTILL),
+    "naive (no memory)": dict(mem_size=0, snapshot_mode="full", **NO_DISTILL, **PLAIN_CE),
+    "replay only": dict(snapshot_mode="full", **NO_DISTILL, **PLAIN_CE),
+    "LwF + buffer (last, cumulative)": dict(snapshot_mode="full", teachers="last", feat_weight=0.0, **CUM,
+                                            **PLAIN_CE),
+    "all teachers, cumulative, full": dict(snapshot_mode="full", feat_weight=0.0, **CUM, **PLAIN_CE),
+    "all teachers, own, full": dict(snapshot_mode="full", feat_weight=0.0, **PLAIN_CE),
+    "all teachers, own, full + features": dict(snapshot_mode="full", **PLAIN_CE),
+    "nested, own + features": dict(**PLAIN_CE),
+    "replay + LA": dict(snapshot_mode="full", **NO_DISTILL),
+    "LwF + buffer + LA": dict(snapshot_mode="full", teachers="last", feat_weight=0.0, **CUM),
+    "all teachers, own, full + features + LA": dict(snapshot_mode="full"),
+    "nested, released weights restart at zero (defaults otherwise)": dict(warm_start_released=False),
+    "nested (defaults: own, features, LA)": dict(),
+    "nested, no distillation, LA": dict(**NO_DISTILL),
 }
 
 
