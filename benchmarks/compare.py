@@ -366,7 +366,8 @@ def plot(records: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) 
         for r in head:
             if (r["stream"], r["budget"]) == (stream, budget):
                 steps = range(1, len(r["accuracy_per_step"]) + 1)
-                ax.plot(steps, r["accuracy_per_step"], marker="o", ms=3, label=r["variant"])
+                color = f"C{METHODS.index(r['variant'])}" if r["variant"] in METHODS else None
+                ax.plot(steps, r["accuracy_per_step"], marker="o", ms=3, label=r["variant"], color=color)
         ax.set(title=f"{stream}, {budget} exemplars", xlabel="step", ylabel="accuracy (seen classes)", ylim=(0, 1))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
