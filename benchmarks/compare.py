@@ -11,6 +11,12 @@ summary and a PNG (accuracy per step for every method, and M2KD's accuracy matri
     python -m benchmarks.compare run --root data --out results/fmnist --preset cpu --ablation
     python -m benchmarks.compare report --out results/fmnist
 
+``run --wandb`` also logs each run to Weights & Biases through
+:class:`avalanche_m2kd.WandBLogger` (``WANDB_MODE=offline`` works without network): the
+run's configuration and M2KD options, Avalanche's accuracy metrics, accuracy, old- and
+new-class accuracy and forgetting per step, the accuracy matrix as a table, and the
+final figures and memory bytes in the run summary.
+
 Presets (``--preset``; any option given explicitly wins):
 
 * ``cpu`` — the README's table on 2 CPU cores: the small CNN (width 32), 300 training
@@ -44,7 +50,7 @@ from avalanche.training import ICaRL, LwF, Naive  # noqa: E402
 from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin  # noqa: E402
 from torch import nn  # noqa: E402
 
-from avalanche_m2kd import LogitAdjustedCrossEntropy, M2KDStrategy  # noqa: E402
+from avalanche_m2kd import LogitAdjustedCrossEntropy, M2KDStrategy, WandBLogger  # noqa: E402
 from avalanche_m2kd.data.fmnist import (  # noqa: E402
     DEBIAN_FASHION_MNIST,
     FashionMNISTNotFoundError,
@@ -70,8 +76,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: Methods of the headline table. Naive has no memory; Replay and iCaRL need one.
 #: ``replay-la`` and ``lwf-la`` are Avalanche's Replay and LwF with M2KD's default
 #: criterion, :class:`~avalanche_m2kd.LogitAdjustedCrossEntropy`, so that LwF-LA and
-#: M2KD differ only in their distillation.
-METHODS = ("naive", "replay", "replay-la", "lwf", "lwf-la", "icarl", "m2kd")
+#: M2KD differ only in their distillation. ``m2kd-full`` is M2KD with
+#: ``snapshot_mode="full"`` (copies instead of the nested store).
+METHODS = ("naive", "replay", "replay-la", "lwf", "lwf-la", "icarl", "m2kd", "m2kd-full")
 
 #: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults (nested
 #: store, ``own`` slice, head-input features, batch-statistics teachers, logit
@@ -110,8 +117,8 @@ def runs_for(stream: str, budgets: list[int], methods: tuple[str, ...] = METHODS
 
 
 # --------------------------------------------------------------------------- runs
-def _evaluator() -> EvaluationPlugin:
-    return EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[])
+def _evaluator(loggers: Optional[list] = None) -> EvaluationPlugin:
+    return EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=loggers or [])
 
 
 def _shared_buffer(budget: int) -> list:
@@ -122,10 +129,10 @@ def _shared_buffer(budget: int) -> list:
 
 
 def build_strategy(method: str, budget: int, cfg: argparse.Namespace, n_classes: int, first_classes: int,
-                   options: Optional[dict[str, Any]] = None):
+                   options: Optional[dict[str, Any]] = None, loggers: Optional[list] = None):
     """The Avalanche strategy of ``method`` with the shared settings of ``cfg``."""
     common = dict(train_mb_size=cfg.batch_size, train_epochs=cfg.epochs, eval_mb_size=256,
-                  device=cfg.device, evaluator=_evaluator())
+                  device=cfg.device, evaluator=_evaluator(loggers))
 
     def sgd(model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
@@ -149,9 +156,11 @@ def build_strategy(method: str, budget: int, cfg: argparse.Namespace, n_classes:
         # Avalanche's LwF loss has no T^2 factor: alpha = T^2 gives it M2KD's scale.
         return LwF(model=model, optimizer=sgd(model), criterion=criterion, alpha=cfg.temperature ** 2,
                    temperature=cfg.temperature, plugins=_shared_buffer(budget), **common)
-    if method == "m2kd":
+    if method in ("m2kd", "m2kd-full"):
         options = dict(options or {})
         options.setdefault("temperature", cfg.temperature)
+        if method == "m2kd-full":
+            options.setdefault("snapshot_mode", "full")
         plugins = options.pop("plugins", None)
         return M2KDStrategy(model, sgd(model), criterion, mem_size=budget, plugins=plugins, **options, **common)
     raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}")
@@ -169,7 +178,7 @@ def _memory_bytes(method: str, strategy) -> tuple[int, int]:
             exemplars = len(plugin.storage_policy.buffer)
         if type(plugin).__name__ == "_ICaRLPlugin":
             exemplars = sum(len(x) for x in plugin.x_memory)
-    if method == "m2kd":
+    if method.startswith("m2kd"):
         snapshots = strategy.snapshots.nbytes()
     elif method in ("lwf", "lwf-la", "icarl"):
         snapshots = _model_bytes(strategy.model)  # the one previous model they keep
@@ -199,7 +208,15 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
     benchmark = split_fmnist(stream, dataset_root=cfg.root, max_train_per_class=cfg.train_per_class,
                              max_test_per_class=cfg.test_per_class)
     first = len(benchmark.train_stream[0].classes_in_this_experience)
-    strategy = build_strategy(method, budget, cfg, benchmark.n_classes, first, options)
+    wandb_logger = None
+    if getattr(cfg, "wandb", False):
+        config = {k: v for k, v in vars(cfg).items() if k != "func"}
+        config.update(method=method, variant=variant or method, budget=budget, stream=stream, seed=seed,
+                      options={k: v for k, v in (options or {}).items() if k != "plugins"})
+        wandb_logger = WandBLogger(project_name=cfg.wandb_project, config=config, dir=cfg.out,
+                                   run_name=f"{variant or method}-{stream}-b{budget}-s{seed}")
+    strategy = build_strategy(method, budget, cfg, benchmark.n_classes, first, options,
+                              loggers=[wandb_logger] if wandb_logger else None)
     sizes = [len(e.dataset) for e in benchmark.test_stream]
     matrix: list[list[Optional[float]]] = []
     start = time.perf_counter()
@@ -221,7 +238,7 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         old.append(sum(row[j] * sizes[j] for j in range(t)) / old_n if t else None)
         new.append(row[t])
     snapshot_bytes, exemplar_bytes = _memory_bytes(method, strategy)
-    return dict(
+    record = dict(
         method=method, variant=variant or method, options=options or {}, budget=budget, stream=stream,
         seed=seed, accuracy=acc, old_accuracy=old, new_accuracy=new, forgetting=forgetting(matrix),
         matrix=matrix, average_incremental_accuracy=sum(acc) / len(acc), final_accuracy=acc[-1],
@@ -231,6 +248,28 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         config={k: v for k, v in vars(cfg).items() if k not in ("func",)},
         torch=torch.__version__, threads=torch.get_num_threads(),
     )
+    if wandb_logger is not None:
+        _log_to_wandb(wandb_logger, record)
+    return record
+
+
+def _log_to_wandb(logger: WandBLogger, record: dict[str, Any]) -> None:
+    """Per-step accuracies, the accuracy matrix and the summary of ``record``, then close."""
+    import wandb
+
+    for t, (acc, old, new) in enumerate(zip(record["accuracy"], record["old_accuracy"], record["new_accuracy"])):
+        row = {"step": t + 1, "accuracy": acc, "new_accuracy": new, "forgetting": record["forgetting"][t]}
+        if old is not None:
+            row["old_accuracy"] = old
+        logger.run.log(row)
+    n = len(record["matrix"])
+    table = wandb.Table(columns=["after step"] + [f"experience {j}" for j in range(n)],
+                        data=[[t + 1] + row for t, row in enumerate(record["matrix"])])
+    logger.run.log({"accuracy_matrix": table})
+    logger.run.summary.update({k: record[k] for k in (
+        "average_incremental_accuracy", "final_accuracy", "final_old_accuracy", "snapshot_bytes",
+        "exemplar_bytes", "model_bytes", "wall_time_s")})
+    logger.close()
 
 
 def _record_path(out: Path, kind: str, name: str, budget: int, stream: str, seed: int) -> Path:
@@ -443,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weight-decay", type=float, default=5e-4)
     run.add_argument("--temperature", type=float, default=2.0)
     run.add_argument("--device", default="cpu")
+    run.add_argument("--wandb", action="store_true",
+                     help="log every run to Weights & Biases through avalanche_m2kd.WandBLogger")
+    run.add_argument("--wandb-project", default="avalanche-m2kd-compare")
     run.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="tables and plots from the records")

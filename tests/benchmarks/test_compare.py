@@ -32,8 +32,8 @@ def test_run_and_report(fmnist_root, tmp_path, capsys):
     args = ["run", "--root", str(fmnist_root), "--out", str(out), "--budgets", "0", "10"] + TINY
     compare.main(args)
     records = compare.load_records(out)
-    expected = {("naive", 0), ("lwf", 0), ("lwf-la", 0), ("m2kd", 0), ("replay", 10), ("replay-la", 10),
-                ("lwf", 10), ("lwf-la", 10), ("icarl", 10), ("m2kd", 10)}
+    expected = {("naive", 0), ("lwf", 0), ("lwf-la", 0), ("m2kd", 0), ("m2kd-full", 0), ("replay", 10),
+                ("replay-la", 10), ("lwf", 10), ("lwf-la", 10), ("icarl", 10), ("m2kd", 10), ("m2kd-full", 10)}
     assert {(r["method"], r["budget"]) for r in records} == expected
     for r in records:
         assert len(r["accuracy"]) == len(r["matrix"]) == 2
@@ -45,6 +45,7 @@ def test_run_and_report(fmnist_root, tmp_path, capsys):
         assert r["exemplar_bytes"] == (10 * 784 if r["budget"] else 0)
     by = {(r["method"], r["budget"]): r for r in records}
     assert by[("m2kd", 10)]["snapshot_bytes"] > 0 and by[("replay", 10)]["snapshot_bytes"] == 0
+    assert by[("m2kd-full", 10)]["snapshot_bytes"] > by[("m2kd", 10)]["snapshot_bytes"]
 
     capsys.readouterr()
     compare.main(args)  # every record exists: nothing runs again
@@ -71,3 +72,26 @@ def test_ablation_variants_run(fmnist_root, tmp_path):
 def test_forgetting_definition():
     matrix = [[0.9, None, None], [0.5, 0.8, None], [0.7, 0.2, 1.0]]
     assert compare.forgetting(matrix) == [0.0, pytest.approx(0.4), pytest.approx((0.2 + 0.6) / 2)]
+
+
+def test_wandb_offline_run_holds_config_metrics_and_matrix(fmnist_root, tmp_path, monkeypatch):
+    from tests.test_loggers import _one_run_file, _read_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    out = tmp_path / "out"
+    compare.main(["run", "--root", str(fmnist_root), "--out", str(out), "--methods", "m2kd", "--budgets", "10",
+                  "--wandb"] + TINY)
+    run = _read_run(_one_run_file(out))
+    assert run["config"]["method"] == "m2kd" and run["config"]["budget"] == 10
+    assert run["config"]["epochs"] == 1
+    keys = set().union(*run["history"])
+    assert {"accuracy", "old_accuracy", "new_accuracy", "accuracy_matrix/_type"} <= keys
+    assert "Top1_Acc_Stream/eval_phase/test_stream/Task000" in keys  # Avalanche's own metrics
+    steps = [(row["step"], row["accuracy"]) for row in run["history"] if "step" in row]
+    record = compare.load_records(out)[0]
+    assert steps == [(t + 1, pytest.approx(a)) for t, a in enumerate(record["accuracy"])]
+    (table_file,) = out.rglob("accuracy_matrix*.table.json")
+    table = json.loads(table_file.read_text())
+    assert [row[1:] for row in table["data"]] == record["matrix"]
