@@ -29,8 +29,8 @@ class MultiModelDistillationPlugin(TeacherPlugin):
             introduced, weights ``|C_k| / |C_<t|`` (one reading of the paper);
             ``"cumulative"`` — teacher ``k`` supervises every class it knew,
             uniform weights. Default ``"own"`` (SPEC's reading; chosen by our Split
-            Fashion-MNIST ablation, where it was level with or above
-            ``"cumulative"``; see the README's "Results").
+            Fashion-MNIST ablation, where it was above ``"cumulative"`` on both
+            streams; see the README's "Results").
         teachers: ``"all"`` snapshots (paper) or only the ``"last"`` one.
         teacher_bn: which statistics the teachers' BatchNorm layers normalise the
             mini-batch with: ``"batch"`` (default, ours) — the batch's own, as the
