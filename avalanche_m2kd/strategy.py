@@ -83,13 +83,15 @@ class M2KDStrategy(SupervisedTemplate):
        distillation from all snapshots;
     4. :class:`~avalanche_m2kd.plugins.MultiLevelDistillationPlugin` — feature
        distillation at named layers (left out when ``feat_weight=0``);
-    5. Avalanche's ``ReplayPlugin`` with a class-balanced ``ParametricBuffer``
-       and herding selection (left out when ``mem_size=0``: exemplar-free);
+    5. Avalanche's ``ReplayPlugin`` with a class-balanced
+       :class:`~avalanche_m2kd.exemplars.ClassBalancedBuffer` and herding selection
+       (left out when ``mem_size=0``: exemplar-free);
 
-    then the user's ``plugins``. The positional arguments are those of Avalanche's
-    own strategies, so swapping ``Naive(...)``/``LwF(...)`` for ``M2KDStrategy(...)``
-    in a benchmark script is all it takes; every M2KD option is keyword-only with
-    a documented default.
+    then the user's ``plugins``. A plain cross-entropy criterion becomes
+    :class:`~avalanche_m2kd.criterion.LogitAdjustedCrossEntropy` (``logit_adjustment``).
+    The positional arguments are those of Avalanche's own strategies, so swapping
+    ``Naive(...)``/``LwF(...)`` for ``M2KDStrategy(...)`` in a benchmark script is all
+    it takes; every M2KD option is keyword-only with a documented default.
 
     Args:
         model: the classifier. Its head is an ``IncrementalClassifier`` or a linear
