@@ -244,3 +244,37 @@ def test_nested_store_out_of_free_weights(digits, mlp):
     strategy.train(digits.train_stream[0])
     with pytest.raises(RuntimeError, match="no free weights left"):
         strategy.train(digits.train_stream[1])
+
+
+def test_same_seed_gives_identical_runs_on_cpu(digits_images, conv_net):
+    """Two runs from the same seed agree exactly: metrics, weights, snapshot store."""
+
+    def run():
+        torch.manual_seed(0)
+        model = conv_net()
+        strategy = M2KDStrategy(
+            model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), nn.CrossEntropyLoss(),
+            train_mb_size=32, train_epochs=2, eval_mb_size=256, evaluator=_evaluator(), mem_size=20,
+        )
+        metrics = []
+        for exp in digits_images.train_stream[:3]:
+            strategy.train(exp)
+            metrics.append(strategy.eval(digits_images.test_stream[: exp.current_experience + 1]))
+        return metrics, model.state_dict(), strategy.snapshots.state_dict()
+
+    (metrics_a, weights_a, store_a), (metrics_b, weights_b, store_b) = run(), run()
+    assert metrics_a == metrics_b
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert _identical(store_a, store_b)
+
+
+def _identical(a, b) -> bool:
+    """Exact equality of nested dicts / lists / tuples of tensors and plain values."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
+    return a == b
