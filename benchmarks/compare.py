@@ -82,8 +82,9 @@ METHODS = ("naive", "replay", "replay-la", "lwf", "lwf-la", "icarl", "m2kd", "m2
 
 #: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults (nested
 #: store, ``own`` slice, head-input features, batch-statistics teachers, logit
-#: adjustment; the defaults themselves are the headline's ``m2kd``). The component variants fix ``teacher_slice="cumulative"``: they were
-#: measured before ``own`` became the default, and are kept as they ran.
+#: adjustment; the defaults themselves are the headline's ``m2kd``). The component
+#: variants fix ``teacher_slice="cumulative"``: they were measured before ``own``
+#: became the default, and are kept as they ran.
 _CUM = dict(teacher_slice="cumulative")
 ABLATION: dict[str, dict[str, Any]] = {
     "nested, cumulative": dict(snapshot_mode="nested", **_CUM),
