@@ -26,6 +26,7 @@ __all__ = [
     "kd_loss",
     "multi_level_distillation_loss",
     "multi_model_distillation_loss",
+    "sample_teachers",
     "teacher_slices",
 ]
 
@@ -119,6 +120,37 @@ def teacher_slices(
     else:
         weights = [1.0 / len(slices)] * len(slices)
     return slices, weights
+
+
+def sample_teachers(
+    n_teachers: int, k: int, generator: Optional[torch.Generator] = None
+) -> tuple[list[int], float]:
+    r"""Pick ``k`` of ``n_teachers`` positions uniformly without replacement.
+
+    Returns the chosen positions (sorted) and the factor ``n / k`` by which their
+    weights must be multiplied: each position is chosen with probability ``k / n``,
+    so :math:`\frac{n}{k}\sum_{j \in S} w_j L_j` is an unbiased estimate of
+    :math:`\sum_j w_j L_j`, at the cost of ``k`` teacher forwards instead of ``n``.
+    With ``k >= n`` every position is returned with factor 1 (the exact sum).
+
+    Args:
+        n_teachers: number of teachers available.
+        k: number to use, ``>= 1``.
+        generator: random generator (the global one if ``None``).
+
+    Example:
+        >>> sample_teachers(3, 5)
+        ([0, 1, 2], 1.0)
+        >>> positions, scale = sample_teachers(4, 2, torch.Generator().manual_seed(0))
+        >>> len(positions), scale
+        (2, 2.0)
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"Expected argument `teacher_sample` to be an int >= 1, but got {k!r}")
+    if k >= n_teachers:
+        return list(range(n_teachers)), 1.0
+    chosen = torch.randperm(n_teachers, generator=generator)[:k]
+    return sorted(int(i) for i in chosen), n_teachers / k
 
 
 def multi_model_distillation_loss(

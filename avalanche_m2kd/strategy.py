@@ -127,6 +127,10 @@ class M2KDStrategy(SupervisedTemplate):
             paper's: it removes the new-class bias of replayed mini-batches, which
             distillation cannot; 0 keeps the criterion as given). Other criteria
             are used unchanged, with a warning.
+        teacher_sample: distil the logits from only this many randomly drawn
+            snapshots per mini-batch (an unbiased estimate of the sum over all, see
+            :class:`~avalanche_m2kd.plugins.MultiModelDistillationPlugin`); ``None``
+            (default) uses all.
         head_name: dotted name of the classifier head; found when ``None``.
 
     Attributes:
@@ -165,6 +169,7 @@ class M2KDStrategy(SupervisedTemplate):
         feature_teachers: TeacherSet = "last",
         teacher_bn: TeacherBatchNorm = "batch",
         logit_adjustment: float = 1.0,
+        teacher_sample: Optional[int] = None,
         head_name: Optional[str] = None,
     ) -> None:
         head_name = find_head(model, head_name)
@@ -183,7 +188,13 @@ class M2KDStrategy(SupervisedTemplate):
             self.masking,
             SeenClassesMaskingPlugin(),
             MultiModelDistillationPlugin(
-                temperature, mm_weight, teacher_slice, teachers, store=store, teacher_bn=teacher_bn
+                temperature,
+                mm_weight,
+                teacher_slice,
+                teachers,
+                store=store,
+                teacher_bn=teacher_bn,
+                teacher_sample=teacher_sample,
             ),
         ]
         feature_plugin = MultiLevelDistillationPlugin(

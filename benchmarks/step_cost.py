@@ -24,6 +24,7 @@ happens once per experience, not per step). Each figure is the median of
 
     python -m benchmarks.step_cost                       # T = 1, 3, 9; batch 128
     python -m benchmarks.step_cost --teachers 1 9 --batch 64 --reps 5
+    python -m benchmarks.step_cost --teachers 9 --teacher-sample 3   # sampled teachers
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _median_time(step: Callable[[], None], reps: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def measure(n_teachers: int, batch: int, reps: int) -> dict[str, float]:
+def measure(n_teachers: int, batch: int, reps: int, teacher_sample: int | None = None) -> dict[str, float]:
     """Seconds per student step, teacher forward and M2KD step with ``n_teachers``."""
     torch.manual_seed(0)
     model = make_icarl_net(num_classes=100)
@@ -88,7 +89,7 @@ def measure(n_teachers: int, batch: int, reps: int) -> dict[str, float]:
         store.teacher(next(turn) % n_teachers).run(fresh(), "batch")
 
     strategy = SimpleNamespace(model=model, experience=None, mb_x=None, mb_output=None, loss=None)
-    logit_plugin = MultiModelDistillationPlugin(store=store)
+    logit_plugin = MultiModelDistillationPlugin(store=store, teacher_sample=teacher_sample)
     feature_plugin = MultiLevelDistillationPlugin(store=store, head_name=HEAD)
     logit_plugin.before_training_exp(strategy)
     feature_plugin.before_training_exp(strategy)
@@ -128,14 +129,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teachers", type=int, nargs="+", default=[1, 3, 9])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--teacher-sample", type=int, default=None,
+                        help="M2KD step distils from this many sampled teachers (the floors keep all T)")
     args = parser.parse_args(argv)
+    sampled = f", teacher_sample={args.teacher_sample}" if args.teacher_sample else ""
     print(f"ResNet-32 (make_icarl_net), batch {args.batch}, {torch.get_num_threads()} threads, "
-          f"median of {args.reps} steps\n")
+          f"median of {args.reps} steps{sampled}\n")
     print("| teachers T | student step s | teacher forward s | student + T teacher forwards in one step s "
           "| M2KD step s | M2KD / (student + T x teacher) | M2KD / one-step floor |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.teachers:
-        r = measure(n, args.batch, args.reps)
+        r = measure(n, args.batch, args.reps, args.teacher_sample)
         print(f"| {n} | {r['student']:.3f} | {r['teacher']:.3f} | {r['floor']:.3f} | {r['m2kd']:.3f} | "
               f"{r['ratio']:.2f} | {r['ratio_floor']:.2f} |", flush=True)
 

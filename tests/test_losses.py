@@ -382,3 +382,26 @@ def test_own_slice_of_a_single_class_teacher_contributes_nothing():
     both = multi_model_distillation_loss(student, teachers, slices, weights, 2.0)
     base_only = multi_model_distillation_loss(student, teachers[:1], slices[:1], [weights[0]], 2.0)
     assert both.item() == pytest.approx(base_only.item(), abs=1e-7) and both.item() > 0
+
+
+# ------------------------------------------------------------------- teacher sampling
+def test_sample_teachers_is_uniform_and_the_estimate_unbiased():
+    from avalanche_m2kd.losses import sample_teachers
+
+    g = torch.Generator().manual_seed(0)
+    losses = torch.tensor([0.5, 2.0, 1.0, 4.0])
+    weights = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    full = float((weights * losses).sum())
+    counts = torch.zeros(4)
+    estimates = []
+    for _ in range(4000):
+        chosen, scale = sample_teachers(4, 2, g)
+        assert len(chosen) == 2 == len(set(chosen)) and scale == 2.0 and chosen == sorted(chosen)
+        counts[chosen] += 1
+        estimates.append(scale * float((weights[chosen] * losses[chosen]).sum()))
+    assert torch.allclose(counts / 4000, torch.full((4,), 0.5), atol=0.03)
+    assert sum(estimates) / len(estimates) == pytest.approx(full, rel=0.03)
+    assert sample_teachers(3, 3) == ([0, 1, 2], 1.0) and sample_teachers(2, 7) == ([0, 1], 1.0)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="teacher_sample"):
+            sample_teachers(3, bad)

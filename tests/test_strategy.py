@@ -280,3 +280,36 @@ def _identical(a, b) -> bool:
     if isinstance(a, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
     return a == b
+
+
+def test_teacher_sample_runs_only_k_teachers_per_step(mlp):
+    from types import SimpleNamespace
+
+    from avalanche_m2kd import SnapshotStore
+
+    model = mlp()
+    store = SnapshotStore("full")
+    store.bind(model)
+    for k in range(4):
+        store.record(model, [2 * k, 2 * k + 1])
+        with torch.no_grad():  # every snapshot, and the student, differ
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+    plugin = MultiModelDistillationPlugin(store=store, teacher_sample=2)
+    strategy = SimpleNamespace(model=model, experience=None)
+    plugin.before_training_exp(strategy)
+    used = []
+    original = store.teacher
+    store.teacher = lambda k: used.append(k) or original(k)
+    seen = set()
+    for _ in range(20):
+        used.clear()
+        strategy.mb_x = torch.randn(8, 64)
+        strategy.mb_output = model(strategy.mb_x)
+        strategy.loss = torch.zeros(())
+        plugin.before_backward(strategy)
+        assert len(used) == 2 and len(set(used)) == 2 and strategy.loss.item() > 0
+        seen.update(used)
+    assert seen == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="teacher_sample"):
+        MultiModelDistillationPlugin(teacher_sample=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from avalanche_m2kd.losses import TeacherSlice, multi_model_distillation_loss, teacher_slices
+from avalanche_m2kd.losses import TeacherSlice, multi_model_distillation_loss, sample_teachers, teacher_slices
 from avalanche_m2kd.plugins._teachers import TeacherPlugin, TeacherSet
 from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm
 
@@ -38,6 +38,12 @@ class MultiModelDistillationPlugin(TeacherPlugin):
             ``"running"`` — the snapshot's stored statistics (its eval-mode outputs).
             On Split Fashion-MNIST, running-statistics targets cost the last-teacher
             variant a large part of its final accuracy (see the README's ablation).
+        teacher_sample: distil from only this many snapshots per mini-batch, drawn
+            uniformly without replacement (from the global RNG) and reweighted by
+            ``n / k`` — an unbiased estimate of the full sum
+            (:func:`~avalanche_m2kd.losses.sample_teachers`) whose cost stays at
+            ``k`` teacher forwards however many snapshots there are. ``None``
+            (default) uses them all.
         store: a shared :class:`SnapshotStore`; ``None`` keeps a private full-copy
             store, so the plugin works beside any Avalanche strategy.
         head_name: the classifier head, for a private store (found if ``None``).
@@ -57,8 +63,11 @@ class MultiModelDistillationPlugin(TeacherPlugin):
         store: Optional[SnapshotStore] = None,
         head_name: Optional[str] = None,
         teacher_bn: TeacherBatchNorm = "batch",
+        teacher_sample: Optional[int] = None,
     ) -> None:
         super().__init__(store, head_name, teacher_bn)
+        if teacher_sample is not None:
+            sample_teachers(1, teacher_sample)  # validates it
         if not temperature > 0:
             raise ValueError(f"Expected argument `temperature` to be > 0, but got {temperature}")
         if weight < 0:
@@ -73,6 +82,7 @@ class MultiModelDistillationPlugin(TeacherPlugin):
         self.weight = weight
         self.teacher_slice: TeacherSlice = teacher_slice
         self.teachers: TeacherSet = teachers
+        self.teacher_sample = teacher_sample
         self._plan: tuple[list[int], list[list[int]], list[float]] = ([], [], [])
 
     def before_training_exp(self, strategy, *args, **kwargs):
@@ -85,6 +95,11 @@ class MultiModelDistillationPlugin(TeacherPlugin):
         ids, slices, weights = self._plan
         if not ids or self.weight == 0:
             return
+        if self.teacher_sample is not None and self.teacher_sample < len(ids):
+            chosen, scale = sample_teachers(len(ids), self.teacher_sample)
+            ids = [ids[i] for i in chosen]
+            slices = [slices[i] for i in chosen]
+            weights = [weights[i] * scale for i in chosen]
         logits = [self.store.teacher(k).run(strategy.mb_x, self.teacher_bn)[0] for k in ids]
         strategy.loss += self.weight * multi_model_distillation_loss(
             strategy.mb_output, logits, slices, weights, self.temperature
