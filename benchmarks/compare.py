@@ -96,6 +96,8 @@ ABLATION: dict[str, dict[str, Any]] = {
                                       logit_adjustment=0.0, **_CUM),
     "all teachers, cumulative": dict(snapshot_mode="full", feat_weight=0.0, **_CUM),
     "all teachers, own": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0),
+    "all teachers, own, 2 sampled per batch": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0,
+                                                   teacher_sample=2),
     "full, cumulative + stage features": dict(snapshot_mode="full", feature_layers=list(FEATURE_STAGES),
                                               **_CUM),
     "full, cumulative + features from all teachers": dict(snapshot_mode="full", feature_teachers="all",
