@@ -94,22 +94,23 @@ class LogitAdjustedCrossEntropy(nn.Module):
 
     @torch.no_grad()
     def _update(self, targets: Tensor, n_classes: int) -> Tensor:
-        counts = torch.bincount(targets.detach().cpu(), minlength=n_classes)[:n_classes]
-        freq = counts.double() / max(int(counts.sum()), 1)
+        # Everything stays on the targets' device, without a Python branch on tensor
+        # values, so a CUDA training step never waits for the GPU here.
+        device = targets.device
+        counts = torch.bincount(targets.detach(), minlength=n_classes)[:n_classes]
+        freq = counts.double() / counts.sum().clamp_min(1)
         seen = counts > 0
-        if self._trained is None:
-            self._trained = torch.zeros(n_classes, dtype=torch.bool)
-        if self._trained.numel() < n_classes:  # a grown head
-            grown = torch.zeros(n_classes, dtype=torch.bool)
-            grown[: self._trained.numel()] = self._trained
-            self._trained = grown
-        if self.class_prior is None or (seen & ~self._trained).any():
+        trained = torch.zeros(n_classes, dtype=torch.bool, device=device)
+        if self._trained is not None:  # a grown head keeps the classes trained so far
+            trained[: self._trained.numel()] = self._trained.to(device)
+        if self.class_prior is None:
             prior = freq
         else:
-            prior = torch.zeros(n_classes, dtype=torch.float64)
-            prior[: self.class_prior.numel()] = self.class_prior[:n_classes]
-            prior = self.momentum * prior + (1 - self.momentum) * freq
-        self._trained |= seen
+            past = torch.zeros(n_classes, dtype=torch.float64, device=device)
+            past[: self.class_prior.numel()] = self.class_prior.to(device)[:n_classes]
+            new_class = (seen & ~trained).any()  # a new experience: restart the average
+            prior = torch.where(new_class, freq, self.momentum * past + (1 - self.momentum) * freq)
+        self._trained = trained | seen
         self.class_prior = prior
         return prior
 

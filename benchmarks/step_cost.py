@@ -30,6 +30,7 @@ happens once per experience, not per step). Each figure is the median of
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 import warnings
@@ -72,7 +73,7 @@ def measure(n_teachers: int, batch: int, reps: int, teacher_sample: int | None =
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     inputs = [torch.randn(batch, 3, 32, 32) for _ in range(reps + 2)]
     targets = torch.randint(0, seen, (batch,))
-    counter = iter(range(10**9))
+    counter = itertools.count()
 
     def fresh() -> torch.Tensor:  # a new tensor each step: the teachers' memo never skips a forward
         return inputs[next(counter) % len(inputs)].clone()
@@ -83,7 +84,7 @@ def measure(n_teachers: int, batch: int, reps: int, teacher_sample: int | None =
         loss.backward()
         optimizer.step()
 
-    turn = iter(range(10**9))
+    turn = itertools.count()
 
     def teacher_forward() -> None:  # round-robin: each teacher's weights as cold as in a step
         store.teacher(next(turn) % n_teachers).run(fresh(), "batch")
