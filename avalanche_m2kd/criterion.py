@@ -92,6 +92,15 @@ class LogitAdjustedCrossEntropy(nn.Module):
         self.class_prior = None
         self._trained = None
 
+    def get_extra_state(self) -> dict[str, Optional[Tensor]]:
+        """The running prior and trained classes, so ``state_dict()`` holds them."""
+        return {"class_prior": self.class_prior, "trained": self._trained}
+
+    def set_extra_state(self, state: dict[str, Optional[Tensor]]) -> None:
+        """Restore :meth:`get_extra_state` (through ``load_state_dict``)."""
+        self.class_prior = state["class_prior"]
+        self._trained = state["trained"]
+
     @torch.no_grad()
     def _update(self, targets: Tensor, n_classes: int) -> Tensor:
         # Everything stays on the targets' device, without a Python branch on tensor

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import torch
-from avalanche.training.storage_policy import HerdingSelectionStrategy, ParametricBuffer
+from avalanche.benchmarks.utils import AvalancheDataset
+from avalanche.training.storage_policy import (
+    HerdingSelectionStrategy,
+    ParametricBuffer,
+    _ParametricSingleBuffer,
+)
 from torch.utils.data import DataLoader
 
 from avalanche_m2kd.features import INPUT_SUFFIX, FeatureCapture, find_head
 
 __all__ = ["ClassBalancedBuffer", "HeadInputHerding"]
+
+# Data attribute of buffered samples: their index in their experience's dataset.
+_SOURCE_INDEX = "m2kd_source_index"
 
 
 class HeadInputHerding(HerdingSelectionStrategy):
@@ -60,6 +68,10 @@ class ClassBalancedBuffer(ParametricBuffer):
     experience's dataset, so buffered samples look exactly like the current ones.
     Selection within a class is the given strategy (herding for M2KD).
 
+    Each buffered sample also carries its index in its experience's dataset (a data
+    attribute, not part of the sample), so :meth:`state_dict` is a few integers per
+    exemplar and :meth:`load_state_dict` rebuilds the same buffer from the stream.
+
     Args:
         max_size: total number of exemplars, shared equally by the seen classes.
         selection_strategy: Avalanche exemplar selection; random when ``None``.
@@ -67,9 +79,81 @@ class ClassBalancedBuffer(ParametricBuffer):
 
     def __init__(self, max_size: int, selection_strategy=None) -> None:  # noqa: D107
         super().__init__(max_size, groupby="class", selection_strategy=selection_strategy)
+        self.class_experience: dict[int, int] = {}
+        self._seen_order: list[int] = []  # insertion order of ``seen_groups`` (a set)
+
+    def post_adapt(self, agent, exp) -> None:
+        """Add ``exp``'s classes and shrink every class group to its share."""
+        for c in exp.classes_in_this_experience:
+            self.class_experience[int(c)] = exp.current_experience
+        super().post_adapt(agent, exp)
 
     def _split_by_class(self, data):
+        data = data.update_data_attribute(_SOURCE_INDEX, list(range(len(data))))
         groups: dict[int, list[int]] = {}
         for idx, target in enumerate(data.targets):
             groups.setdefault(int(target), []).append(idx)
+        self._seen_order += [c for c in groups if c not in self.seen_groups]
         return {c: data.subset(idxs) for c, idxs in groups.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Which samples are buffered: per class, its experience and indices in it.
+
+        Only plain Python values (``torch.load(weights_only=True)`` reads them);
+        the samples themselves come back from the stream in :meth:`load_state_dict`.
+        """
+        groups = {}
+        for c, group in self.buffer_groups.items():
+            groups[int(c)] = {
+                "experience": self.class_experience[int(c)],
+                "indices": [int(i) for i in getattr(group.buffer, _SOURCE_INDEX)],
+                "max_size": int(group.max_size),
+            }
+        return {"max_size": int(self.max_size), "seen": list(self._seen_order), "groups": groups}
+
+    def load_state_dict(self, state: dict[str, Any], datasets: Sequence[AvalancheDataset]) -> None:
+        """Rebuild the buffer of :meth:`state_dict` from the experiences' datasets.
+
+        Args:
+            state: what :meth:`state_dict` returned.
+            datasets: ``datasets[e]`` is ``stream[e].dataset`` of the training
+                stream, for every experience trained so far.
+
+        Raises:
+            ValueError: the state names an experience or index the given datasets
+                do not have, or a sample whose class is not the group's (the
+                stream is not the one the buffer was filled from).
+        """
+        if state["max_size"] != self.max_size:
+            raise ValueError(
+                f"The saved buffer holds {state['max_size']} exemplars, this one "
+                f"{self.max_size}: build it with the same memory size"
+            )
+        self.buffer_groups = {}
+        self.class_experience = {}
+        for c, group in state["groups"].items():
+            e, idxs = group["experience"], list(group["indices"])
+            if e >= len(datasets) or (idxs and max(idxs) >= len(datasets[e])):
+                raise ValueError(
+                    f"The saved buffer refers to sample {max(idxs, default=0)} of "
+                    f"experience {e}, which the given stream does not have: resume "
+                    "with the stream the run was started on"
+                )
+            data = datasets[e].update_data_attribute(_SOURCE_INDEX, list(range(len(datasets[e]))))
+            subset = data.subset(idxs)
+            if any(int(t) != int(c) for t in subset.targets):
+                raise ValueError(
+                    f"The saved exemplars of class {c} are not of class {c} in experience "
+                    f"{e} of the given stream: resume with the stream the run was started on"
+                )
+            single = _ParametricSingleBuffer(group["max_size"], self.selection_strategy)
+            single.buffer = subset
+            self.buffer_groups[int(c)] = single
+            self.class_experience[int(c)] = e
+        # Same insertions in the same order: the set iterates as the saved one did,
+        # so later experiences share the memory out among the classes identically.
+        self._seen_order = [int(c) for c in state["seen"]]
+        self.seen_groups = set()
+        for c in self._seen_order:
+            self.seen_groups.add(c)
+

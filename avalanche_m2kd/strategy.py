@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin, SupervisedPlugin
@@ -69,6 +69,14 @@ class _ExemplarReplay(ReplayPlugin):
     def after_training_exp(self, strategy, **kwargs):
         self.storage_policy.post_adapt(strategy, strategy.experience)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The buffer's :meth:`~avalanche_m2kd.exemplars.ClassBalancedBuffer.state_dict`."""
+        return self.storage_policy.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any], datasets: Sequence[Any]) -> None:
+        """Rebuild the buffer from the training experiences' ``datasets``."""
+        self.storage_policy.load_state_dict(state, datasets)
+
 
 class M2KDStrategy(SupervisedTemplate):
     """M2KD (Zhou et al., BMVC 2020) as an Avalanche strategy.
@@ -132,13 +140,20 @@ class M2KDStrategy(SupervisedTemplate):
             :class:`~avalanche_m2kd.plugins.MultiModelDistillationPlugin`); ``None``
             (default) uses all.
         head_name: dotted name of the classifier head; found when ``None``.
+        check_finite: raise ``FloatingPointError`` as soon as the training loss is
+            NaN or infinite, before the backward pass can spread it into the weights
+            and the snapshots (default True; one host sync per step on CUDA).
 
     Attributes:
         snapshots: the :class:`~avalanche_m2kd.snapshots.SnapshotStore`.
+        m2kd_config: every M2KD option as given (plain values); checkpoints
+            (:mod:`avalanche_m2kd.checkpoint`) refuse to resume into a strategy
+            whose options differ.
 
     Raises:
         ValueError: an unknown layer or head name, a multi-head model, or an option
             out of range — at construction, before any training.
+        FloatingPointError: during training, a non-finite loss (``check_finite``).
     """
 
     def __init__(
@@ -171,6 +186,7 @@ class M2KDStrategy(SupervisedTemplate):
         logit_adjustment: float = 1.0,
         teacher_sample: Optional[int] = None,
         head_name: Optional[str] = None,
+        check_finite: bool = True,
     ) -> None:
         head_name = find_head(model, head_name)
         criterion = _adjusted(criterion, logit_adjustment)
@@ -180,6 +196,25 @@ class M2KDStrategy(SupervisedTemplate):
             )
         if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size < 0:
             raise ValueError(f"Expected argument `mem_size` to be an int >= 0, but got {mem_size!r}")
+        self.check_finite = check_finite
+        self.m2kd_config: dict[str, Any] = {
+            "feature_layers": None if feature_layers is None else list(feature_layers),
+            "mem_size": mem_size,
+            "snapshot_mode": snapshot_mode,
+            "prune_ratio": list(prune_ratio) if isinstance(prune_ratio, (list, tuple)) else prune_ratio,
+            "post_prune_epochs": post_prune_epochs,
+            "temperature": temperature,
+            "mm_weight": mm_weight,
+            "feat_weight": feat_weight,
+            "teacher_slice": teacher_slice,
+            "teachers": teachers,
+            "feature_loss": feature_loss,
+            "feature_teachers": feature_teachers,
+            "teacher_bn": teacher_bn,
+            "logit_adjustment": logit_adjustment,
+            "teacher_sample": teacher_sample,
+            "head_name": head_name,
+        }
         self.masking = SnapshotMaskingPlugin(
             snapshot_mode, prune_ratio, post_prune_epochs, head_name=head_name
         )
@@ -223,6 +258,36 @@ class M2KDStrategy(SupervisedTemplate):
             evaluator=evaluator,
             eval_every=eval_every,
             peval_mode=peval_mode,
+        )
+
+    def backward(self) -> None:
+        """The backward pass, after checking the loss is finite (``check_finite``)."""
+        if self.check_finite and not bool(torch.isfinite(self.loss).all()):
+            raise FloatingPointError(self._non_finite_message())
+        super().backward()
+
+    def _non_finite_message(self) -> str:
+        clock = self.clock
+        inputs_ok = bool(torch.isfinite(self.mb_x).all()) if isinstance(self.mb_x, torch.Tensor) else True
+        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if not inputs_ok:
+            cause = "the mini-batch inputs contain NaN or inf: check the dataset and its transforms"
+        elif bad:
+            cause = (
+                f"{len(bad)} model parameter(s) are already non-finite (e.g. {bad[0]!r}): the "
+                "training diverged earlier; lower the learning rate or clip gradients"
+            )
+        else:
+            cause = (
+                "inputs and weights are finite, so a loss term overflowed: lower the learning "
+                "rate, raise `temperature` if the distillation term explodes, or clip gradients"
+            )
+        return (
+            f"The training loss is {float(self.loss.detach().sum())} at experience "
+            f"{clock.train_exp_counter}, epoch {clock.train_exp_epochs}, iteration "
+            f"{clock.train_epoch_iterations}: {cause}. Nothing was updated with it; a "
+            "checkpoint saved before (avalanche_m2kd.checkpoint) is still good. Pass "
+            "check_finite=False to train on regardless."
         )
 
     @property

@@ -57,8 +57,17 @@ def check_class_incremental(experience: Any, learned: Sequence[Sequence[int]]) -
 
 
 def stream_length(experience: Any) -> Optional[int]:
-    """Number of experiences in the stream ``experience`` comes from, if known."""
-    try:
-        return len(experience.origin_stream)
-    except Exception:  # streams without a length (online, generators)
-        return None
+    """Number of experiences in the stream ``experience`` comes from, if known.
+
+    That is the benchmark's whole stream even when the experience was taken from a
+    slice (``train_stream[2:]``, as a resumed run does), whose own length is shorter.
+    """
+    stream = getattr(experience, "origin_stream", None)
+    benchmark, name = getattr(stream, "benchmark", None), getattr(stream, "name", None)
+    full = getattr(benchmark, f"{name}_stream", None) if benchmark is not None and name else None
+    for candidate in (full, stream):
+        try:
+            return len(candidate)
+        except Exception:  # streams without a length (online, generators)
+            continue
+    return None

@@ -32,6 +32,23 @@ def _mlp(n_classes: int = 10) -> nn.Module:
     )
 
 
+def _identical(a, b) -> bool:
+    """Exact equality of nested dicts / lists / tuples of tensors and plain values."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.fixture
+def identical():
+    """Exact equality of nested containers of tensors (dtype and values)."""
+    return _identical
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -248,7 +248,7 @@ def test_nested_store_out_of_free_weights(digits, mlp):
         strategy.train(digits.train_stream[1])
 
 
-def test_same_seed_gives_identical_runs_on_cpu(digits_images, conv_net):
+def test_same_seed_gives_identical_runs_on_cpu(digits_images, conv_net, identical):
     """Two runs from the same seed agree exactly: metrics, weights, snapshot store."""
 
     def run():
@@ -268,18 +268,7 @@ def test_same_seed_gives_identical_runs_on_cpu(digits_images, conv_net):
     assert metrics_a == metrics_b
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
-    assert _identical(store_a, store_b)
-
-
-def _identical(a, b) -> bool:
-    """Exact equality of nested dicts / lists / tuples of tensors and plain values."""
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
-    return a == b
+    assert identical(store_a, store_b)
 
 
 def test_teacher_sample_runs_only_k_teachers_per_step(mlp):
@@ -313,3 +302,44 @@ def test_teacher_sample_runs_only_k_teachers_per_step(mlp):
     assert seen == {0, 1, 2, 3}
     with pytest.raises(ValueError, match="teacher_sample"):
         MultiModelDistillationPlugin(teacher_sample=0)
+
+
+class _ScaleLoss(SupervisedPlugin):
+    """Multiplies the loss by ``factor`` before the backward pass (to inject inf/NaN)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def before_backward(self, strategy, **kwargs):
+        strategy.loss = strategy.loss * self.factor
+
+
+def test_non_finite_loss_stops_training_before_the_update(digits, mlp):
+    model = mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    strategy = M2KDStrategy(
+        model, torch.optim.SGD(model.parameters(), lr=0.05), train_mb_size=32,
+        evaluator=_evaluator(), mem_size=0, plugins=[_ScaleLoss(float("inf"))],
+    )
+    with pytest.raises(FloatingPointError, match=r"loss is inf at experience 0, epoch 0, iteration 0: inputs and weights are finite"):
+        strategy.train(digits.train_stream[0])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing updated
+
+
+def test_nan_inputs_are_named_as_the_cause(mlp):
+    x = torch.randn(40, 64)
+    x[3, 5] = float("nan")
+    y = torch.arange(40) % 2
+    data = TensorClassificationDataset(x, y)
+    benchmark = nc_benchmark(data, data, n_experiences=1, task_labels=False, fixed_class_order=[0, 1])
+    model = mlp()
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05), train_mb_size=40,
+                            evaluator=_evaluator(), mem_size=0)
+    with pytest.raises(FloatingPointError, match="inputs contain NaN or inf"):
+        strategy.train(benchmark.train_stream[0])
+    model = mlp()
+    lenient = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05), train_mb_size=40,
+                           evaluator=_evaluator(), mem_size=0, check_finite=False)
+    lenient.train(benchmark.train_stream[0])  # trains on regardless
+    assert not torch.isfinite(model[0].weight).all()

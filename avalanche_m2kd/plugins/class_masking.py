@@ -28,6 +28,15 @@ class SeenClassesMaskingPlugin(SupervisedPlugin, supports_distributed=True):
         self.seen: set[int] = set()
         self._mask: torch.Tensor | None = None
 
+    def state_dict(self) -> dict[str, list[int]]:
+        """The classes seen so far (for checkpoints)."""
+        return {"seen": sorted(self.seen)}
+
+    def load_state_dict(self, state: dict[str, list[int]]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.seen = set(int(c) for c in state["seen"])
+        self._mask = None
+
     def before_training_exp(self, strategy, *args, **kwargs):
         self.seen.update(experience_classes(strategy.experience))
         self._mask = None

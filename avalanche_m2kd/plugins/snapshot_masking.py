@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from avalanche.training.plugins import SupervisedPlugin
@@ -132,6 +132,26 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=False):
             self._released = {n: torch.where(m, before[n], 0.0) for n, m in released.items()}
         self._hold(strategy.model, {n: o == t + 1 for n, o in self.store.owners.items()})
         self._pruned = True
+
+    # -------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """What resuming after the last finished experience needs.
+
+        The store's :meth:`~SnapshotStore.state_dict` and, in ``nested`` mode with
+        ``warm_start_released``, the trained values of the weights released at the
+        last pruning (they restart the next experience). Tensors and plain values
+        only (``torch.load(weights_only=True)`` reads it).
+        """
+        return {
+            "store": self.store.state_dict(),
+            "released": {n: t.detach().cpu() for n, t in self._released.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (between experiences)."""
+        self.store.load_state_dict(state["store"])
+        self._released = dict(state["released"])
+        self._trainable, self._held = {}, {}
 
     # ------------------------------------------------------------------- hooks
     def before_training_exp(self, strategy, *args, **kwargs):

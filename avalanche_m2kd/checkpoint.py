@@ -1,0 +1,387 @@
+"""Checkpoint and resume a class-incremental run between experiences.
+
+Avalanche 0.6.0's ``avalanche.checkpointing`` dill-pickles the whole strategy, which
+fails with torch 2.14 (dill cannot pickle ``torch.optim.Optimizer``; see the README).
+This module saves, explicitly, the state a run carries from one experience to the
+next, and restores it into a freshly built strategy:
+
+* the model's weights, with heads grown by Avalanche's model adaptation resized
+  back to their saved shape;
+* the optimizer's state, with its parameter list rebuilt as Avalanche's
+  ``make_optimizer`` left it (so momentum buffers stay with their parameters);
+* the criterion's state (e.g. :class:`~avalanche_m2kd.LogitAdjustedCrossEntropy`'s
+  running prior);
+* the state of every plugin that has ``state_dict`` / ``load_state_dict``: the
+  snapshot store and its released weights, the classes seen, the exemplar buffer
+  (:class:`~avalanche_m2kd.exemplars.ClassBalancedBuffer`, saved as sample indices
+  and rebuilt from the stream);
+* the training clock, the evaluation plugin's metrics and history, and the RNG
+  states of Python, NumPy and torch (CPU and CUDA).
+
+Usage, the shape of Avalanche's own checkpointing::
+
+    strategy = M2KDStrategy(model, optimizer, ...)
+    strategy, start = maybe_load_checkpoint(strategy, "run.ckpt", benchmark.train_stream)
+    for exp in benchmark.train_stream[start:]:
+        strategy.train(exp)
+        strategy.eval(benchmark.test_stream)
+        save_checkpoint(strategy, "run.ckpt")
+
+A run killed at any point resumes after the last saved experience, and on the CPU
+ends with the metrics of a run never interrupted (tested with ``SIGKILL``). The
+file is replaced atomically: a write interrupted half-way leaves the previous
+checkpoint in place.
+
+The checkpoint is read with ``torch.load(weights_only=True)``; the evaluation
+plugin's metric objects travel inside it as one pickled blob, so, as with any
+pickle, load only checkpoints you wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from avalanche.models.dynamic_optimizers import update_optimizer
+from torch import nn
+
+__all__ = ["CheckpointMismatchError", "load_checkpoint", "maybe_load_checkpoint", "save_checkpoint"]
+
+FORMAT = "avalanche_m2kd.checkpoint/1"
+_CLOCK_FIELDS = (
+    "train_iterations",
+    "train_exp_counter",
+    "train_exp_epochs",
+    "train_exp_iterations",
+    "train_epoch_iterations",
+    "total_iterations",
+)
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint was written by another configuration, model or stream."""
+
+
+# ---------------------------------------------------------------------- saving
+def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
+    """Save what resuming ``strategy`` after its last finished experience needs.
+
+    Call it between experiences (after ``train`` and, if you evaluate, ``eval``).
+    The file is written next to ``path`` under a temporary name, flushed to disk
+    and renamed over ``path``, so ``path`` always holds a complete checkpoint.
+
+    Args:
+        strategy: an Avalanche ``SupervisedTemplate`` strategy (e.g.
+            :class:`~avalanche_m2kd.M2KDStrategy`).
+        path: the checkpoint file; its folder must exist.
+
+    Raises:
+        ValueError: a plugin holds a replay buffer this module cannot save (its
+            content would silently be lost on resume).
+    """
+    state = {
+        "format": FORMAT,
+        "strategy": type(strategy).__qualname__,
+        "config": getattr(strategy, "m2kd_config", None),
+        "model": strategy.model.state_dict(),
+        "optimizer": strategy.optimizer.state_dict(),
+        "optimized_params": _optimized_params(strategy),
+        "criterion": _criterion_state(strategy),
+        "plugins": _plugin_states(strategy),
+        "clock": {f: int(getattr(strategy.clock, f)) for f in _CLOCK_FIELDS},
+        "evaluator": _evaluator_blob(strategy),
+        "rng": _rng_state(),
+    }
+    _atomic_save(state, Path(path))
+
+
+def _atomic_save(state: dict[str, Any], path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _optimized_params(strategy: Any) -> Optional[dict[str, Optional[list[int]]]]:
+    """Avalanche's name -> optimized-parameter map: ``None`` where it is the model's
+    parameter, the shape where it is an older one (a head grown during ``eval``,
+    which Avalanche swaps into the optimizer only at the next ``train``)."""
+    mapping = getattr(strategy, "optimized_param_id", None)
+    if mapping is None:
+        return None
+    live = dict(strategy.model.named_parameters())
+    return {n: None if live.get(n) is p else list(p.shape) for n, p in mapping.items()}
+
+
+def _criterion_state(strategy: Any) -> Optional[dict[str, Any]]:
+    criterion = getattr(strategy, "_criterion", None)
+    return criterion.state_dict() if isinstance(criterion, nn.Module) else None
+
+
+def _stateful_plugins(strategy: Any) -> list[tuple[str, Any]]:
+    """``(key, plugin)`` of the plugins whose state is saved, in strategy order."""
+    out = []
+    for i, plugin in enumerate(strategy.plugins):
+        if plugin is strategy.evaluator or plugin is strategy.clock:
+            continue
+        if callable(getattr(plugin, "state_dict", None)) and callable(getattr(plugin, "load_state_dict", None)):
+            out.append((f"{i}:{type(plugin).__qualname__}", plugin))
+        elif getattr(plugin, "storage_policy", None) is not None:
+            raise ValueError(
+                f"Plugin {type(plugin).__name__} holds a replay buffer "
+                f"({type(plugin.storage_policy).__name__}) that cannot be checkpointed: its "
+                "exemplars would be lost on resume. Use avalanche_m2kd.exemplars."
+                "ClassBalancedBuffer as its storage_policy, or M2KDStrategy(mem_size=...)"
+            )
+    return out
+
+
+def _plugin_states(strategy: Any) -> dict[str, Any]:
+    return {key: plugin.state_dict() for key, plugin in _stateful_plugins(strategy)}
+
+
+def _evaluator_blob(strategy: Any) -> bytes:
+    ev = strategy.evaluator
+    fields = ("metrics", "all_metric_results", "last_metric_results", "_metric_values")
+    return pickle.dumps({f: getattr(ev, f) for f in fields if hasattr(ev, f)})
+
+
+def _rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+# --------------------------------------------------------------------- loading
+def load_checkpoint(
+    strategy: Any,
+    path: Union[str, os.PathLike],
+    train_stream: Sequence[Any],
+    map_location: Optional[Union[str, torch.device]] = None,
+) -> int:
+    """Restore ``strategy`` from ``path``; return the number of experiences trained.
+
+    ``strategy`` must be built as for the original run (same class, model,
+    optimizer type and options) but not yet trained.
+
+    Args:
+        strategy: the freshly built strategy.
+        path: a file written by :func:`save_checkpoint`.
+        train_stream: the training stream of the run (the exemplar buffer is
+            rebuilt from its experiences' datasets).
+        map_location: where the saved tensors go first (default: the strategy's
+            device).
+
+    Raises:
+        CheckpointMismatchError: the checkpoint comes from another strategy class,
+            other M2KD options, another model, or another stream — the message says
+            which.
+        ValueError: the file is not a checkpoint of this format.
+    """
+    map_location = strategy.device if map_location is None else map_location
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise ValueError(f"{os.fspath(path)!r} is not a readable checkpoint: {err}") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"{os.fspath(path)!r} is not an avalanche-m2kd checkpoint of format {FORMAT} "
+            f"(found {found!r}): write it with avalanche_m2kd.checkpoint.save_checkpoint"
+        )
+    _check_config(strategy, state)
+    done = state["clock"]["train_exp_counter"]
+    experiences = list(train_stream[:done]) if done else []
+    if len(experiences) != done:
+        raise CheckpointMismatchError(
+            f"The checkpoint was saved after {done} experiences, but the given stream has "
+            f"only {len(experiences)}: pass the training stream of the original run"
+        )
+    _check_stream(state["plugins"], experiences)
+    plugins = _matching_plugins(strategy, state["plugins"])
+
+    _load_model(strategy, state["model"], state["optimized_params"])
+    _load_optimizer(strategy, state["optimizer"])
+    criterion = getattr(strategy, "_criterion", None)
+    if state["criterion"] is not None and isinstance(criterion, nn.Module):
+        criterion.load_state_dict(state["criterion"])
+    datasets = [exp.dataset for exp in experiences]
+    for key, plugin in plugins:
+        if getattr(plugin, "storage_policy", None) is not None:
+            plugin.load_state_dict(state["plugins"][key], datasets)
+        else:
+            plugin.load_state_dict(state["plugins"][key])
+    for f in _CLOCK_FIELDS:
+        setattr(strategy.clock, f, state["clock"][f])
+    for f, value in pickle.loads(state["evaluator"]).items():
+        setattr(strategy.evaluator, f, value)
+    _set_rng_state(state["rng"])
+    return done
+
+
+def maybe_load_checkpoint(
+    strategy: Any,
+    path: Union[str, os.PathLike],
+    train_stream: Sequence[Any],
+    map_location: Optional[Union[str, torch.device]] = None,
+) -> tuple[Any, int]:
+    """Resume from ``path`` if it exists: ``(strategy, first experience to train)``.
+
+    The return value mirrors Avalanche's ``maybe_load_checkpoint``; with no file
+    at ``path`` the strategy is returned untouched with ``0``. See
+    :func:`load_checkpoint` for the arguments and errors.
+    """
+    if not os.path.exists(path):
+        return strategy, 0
+    return strategy, load_checkpoint(strategy, path, train_stream, map_location)
+
+
+def _check_config(strategy: Any, state: dict[str, Any]) -> None:
+    name = type(strategy).__qualname__
+    if state["strategy"] != name:
+        raise CheckpointMismatchError(
+            f"The checkpoint was written by a {state['strategy']} strategy, not a {name}: "
+            "resume with the strategy class of the original run"
+        )
+    ours, saved = getattr(strategy, "m2kd_config", None), state["config"]
+    if ours != saved and ours is not None and saved is not None:
+        diff = [
+            f"{k}={saved.get(k)!r} (this strategy: {ours.get(k)!r})"
+            for k in sorted(set(ours) | set(saved))
+            if ours.get(k) != saved.get(k)
+        ]
+        raise CheckpointMismatchError(
+            "The checkpoint was written with other M2KD options: " + "; ".join(diff)
+            + ". Build the strategy with the checkpoint's options, or save to another path"
+        )
+
+
+def _load_model(
+    strategy: Any, saved: dict[str, torch.Tensor], optimized: Optional[dict[str, Optional[list[int]]]]
+) -> None:
+    """Load the weights, resizing heads that model adaptation grew (as Avalanche did),
+    and rebuild the optimizer's parameter list as Avalanche's ``make_optimizer`` left it."""
+    model = strategy.model
+    before = dict(model.named_parameters())
+    own = model.state_dict()
+    missing = sorted(set(saved) - set(own))
+    unexpected = sorted(set(own) - set(saved))
+    if missing or unexpected:
+        example = (missing or unexpected)[0]
+        raise CheckpointMismatchError(
+            f"The checkpoint's model has other layers ({len(missing)} saved entries this "
+            f"model lacks, {len(unexpected)} it has that were not saved; e.g. {example!r}): "
+            "resume with the architecture of the original run"
+        )
+    for name, value in saved.items():
+        if own[name].shape != value.shape:
+            _resize(model, name, value, own[name])
+    strategy.model = model.to(strategy.device)
+    model.load_state_dict(saved)
+    if optimized is None:  # never trained: Avalanche maps the optimizer at the first train
+        return
+    mapping: dict[str, nn.Parameter] = dict(model.named_parameters())
+    for name, shape in optimized.items():
+        if shape is not None:  # an older parameter still in the optimizer: a stand-in
+            mapping[name] = nn.Parameter(torch.zeros(shape, device=mapping[name].device))
+    update_optimizer(strategy.optimizer, mapping, before, reset_state=True)
+    strategy.optimized_param_id = mapping
+
+
+def _resize(model: nn.Module, name: str, saved: torch.Tensor, current: torch.Tensor) -> None:
+    module_name, _, leaf = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    if isinstance(module, nn.Linear) and leaf in ("weight", "bias") and current.dim() == saved.dim():
+        if leaf == "weight":
+            if saved.shape[1] != module.in_features:
+                raise CheckpointMismatchError(
+                    f"The checkpoint's {name!r} takes {saved.shape[1]} inputs, this model's "
+                    f"{module.in_features}: resume with the architecture of the original run"
+                )
+            module.out_features = saved.shape[0]
+        setattr(module, leaf, nn.Parameter(torch.empty_like(saved, device=current.device)))
+    elif leaf in module._buffers and current.dim() == saved.dim():
+        module._buffers[leaf] = torch.empty_like(saved, device=current.device)
+    else:
+        raise CheckpointMismatchError(
+            f"The checkpoint's {name!r} has shape {tuple(saved.shape)}, this model's "
+            f"{tuple(current.shape)}: resume with the architecture of the original run"
+        )
+
+
+def _load_optimizer(strategy: Any, saved: dict[str, Any]) -> None:
+    try:
+        strategy.optimizer.load_state_dict(saved)
+    except (ValueError, KeyError) as err:
+        raise CheckpointMismatchError(
+            f"The checkpoint's optimizer state does not fit this optimizer ({err}): build "
+            "the optimizer as in the original run, over model.parameters()"
+        ) from err
+
+
+def _matching_plugins(strategy: Any, saved: dict[str, Any]) -> list[tuple[str, Any]]:
+    plugins = _stateful_plugins(strategy)
+    keys = [k for k, _ in plugins]
+    if keys != list(saved):
+        raise CheckpointMismatchError(
+            f"The checkpoint holds the state of plugins {list(saved)}, this strategy has "
+            f"{keys}: build the strategy with the plugins of the original run, in order"
+        )
+    return plugins
+
+
+def _check_stream(saved_plugins: dict[str, Any], experiences: list[Any]) -> None:
+    """The stream's classes must be those the saved snapshots were recorded on."""
+    given = [sorted(int(c) for c in exp.classes_in_this_experience) for exp in experiences]
+    for state in saved_plugins.values():
+        store = state.get("store") if isinstance(state, dict) else None
+        if not isinstance(store, dict) or "classes" not in store:
+            continue
+        recorded = [sorted(int(c) for c in classes) for classes in store["classes"]]
+        if given != recorded:
+            raise CheckpointMismatchError(
+                f"The checkpoint's snapshots were trained on classes {recorded}, the given "
+                f"stream's first experiences have {given}: resume with the stream (and class "
+                "order / seed) of the original run"
+            )
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_tuples(state["python"]))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _tuples(value: Any) -> Any:
+    """``random.setstate`` wants the nested tuples ``getstate`` gave (saved as lists)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
