@@ -48,6 +48,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from avalanche.distributed import DistributedHelper
 from avalanche.models.dynamic_optimizers import update_optimizer
 from torch import nn
 
@@ -75,6 +76,9 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
     Call it between experiences (after ``train`` and, if you evaluate, ``eval``).
     The file is written next to ``path`` under a temporary name, flushed to disk
     and renamed over ``path``, so ``path`` always holds a complete checkpoint.
+    Under ``torchrun`` (Avalanche's ``DistributedHelper``) every rank calls it and
+    rank 0 alone writes (the ranks hold the same training state); the others wait
+    until the file is in place.
 
     Args:
         strategy: an Avalanche ``SupervisedTemplate`` strategy (e.g.
@@ -85,6 +89,10 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
         ValueError: a plugin holds a replay buffer this module cannot save (its
             content would silently be lost on resume).
     """
+    if DistributedHelper.is_distributed and not DistributedHelper.is_main_process:
+        _plugin_states(strategy)  # the same refusal on every rank
+        DistributedHelper.barrier()
+        return
     state = {
         "format": FORMAT,
         "strategy": type(strategy).__qualname__,
@@ -99,6 +107,8 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
         "rng": _rng_state(),
     }
     _atomic_save(state, Path(path))
+    if DistributedHelper.is_distributed:
+        DistributedHelper.barrier()
 
 
 def _atomic_save(state: dict[str, Any], path: Path) -> None:

@@ -6,10 +6,13 @@ import warnings
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
+import torch.distributed as dist
+from avalanche.distributed import DistributedHelper
 from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin, SupervisedPlugin
 from avalanche.training.plugins.evaluation import default_evaluator
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from avalanche_m2kd.criterion import LogitAdjustedCrossEntropy
@@ -58,7 +61,7 @@ def _adjusted(criterion: nn.Module, tau: float) -> nn.Module:
     return LogitAdjustedCrossEntropy(tau)
 
 
-class _ExemplarReplay(ReplayPlugin):
+class _ExemplarReplay(ReplayPlugin, supports_distributed=True):
     """Avalanche's ``ReplayPlugin``, updating its buffer through ``post_adapt``.
 
     ``ReplayPlugin.after_training_exp`` calls the buffer's ``update``, deprecated in
@@ -101,6 +104,18 @@ class M2KDStrategy(SupervisedTemplate):
     ``Naive(...)``/``LwF(...)`` for ``M2KDStrategy(...)`` in a benchmark script is all
     it takes; every M2KD option is keyword-only with a documented default.
 
+    Multi-process training (``torchrun``, after Avalanche's
+    ``DistributedHelper.init_distributed(...)``): Avalanche 0.6.0 shards the data but
+    never wraps the model in ``DistributedDataParallel``. This strategy does, for the
+    training forward only, and wraps it again at every experience, after model
+    adaptation, so head units added by an ``IncrementalClassifier`` are in the
+    gradient sync. ``strategy.model`` stays the plain module (plugins, the snapshot
+    store and checkpoints see the same parameter names as in one process). At the end
+    of each experience every rank takes rank 0's buffers (BatchNorm statistics, as
+    DDP does at each forward), so all ranks record the same snapshot, prune the same
+    weights and pick the same exemplars (tested with 2 CPU processes: every tensor
+    identical on both ranks).
+
     Args:
         model: the classifier. Its head is an ``IncrementalClassifier`` or a linear
             layer (the last ``nn.Linear``, or ``head_name``).
@@ -140,6 +155,9 @@ class M2KDStrategy(SupervisedTemplate):
             :class:`~avalanche_m2kd.plugins.MultiModelDistillationPlugin`); ``None``
             (default) uses all.
         head_name: dotted name of the classifier head; found when ``None``.
+        ddp_find_unused_parameters: passed to ``DistributedDataParallel`` under
+            ``torchrun`` (default False, PyTorch's: no extra graph traversal per step;
+            set True for a model whose forward leaves some parameters unused).
         check_finite: raise ``FloatingPointError`` as soon as the training loss is
             NaN or infinite, before the backward pass can spread it into the weights
             and the snapshots (default True; one host sync per step on CUDA).
@@ -186,6 +204,7 @@ class M2KDStrategy(SupervisedTemplate):
         logit_adjustment: float = 1.0,
         teacher_sample: Optional[int] = None,
         head_name: Optional[str] = None,
+        ddp_find_unused_parameters: bool = False,
         check_finite: bool = True,
     ) -> None:
         head_name = find_head(model, head_name)
@@ -197,6 +216,8 @@ class M2KDStrategy(SupervisedTemplate):
         if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size < 0:
             raise ValueError(f"Expected argument `mem_size` to be an int >= 0, but got {mem_size!r}")
         self.check_finite = check_finite
+        self.ddp_find_unused_parameters = ddp_find_unused_parameters
+        self._ddp: Optional[DistributedDataParallel] = None
         self.m2kd_config: dict[str, Any] = {
             "feature_layers": None if feature_layers is None else list(feature_layers),
             "mem_size": mem_size,
@@ -259,6 +280,32 @@ class M2KDStrategy(SupervisedTemplate):
             eval_every=eval_every,
             peval_mode=peval_mode,
         )
+
+    # ------------------------------------------------------------ distributed
+    def _before_training_exp(self, **kwargs) -> None:
+        super()._before_training_exp(**kwargs)  # adapts the model, then the plugins
+        self._ddp = None
+        if DistributedHelper.is_distributed:
+            on_gpu = self.device.type == "cuda"
+            self._ddp = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device] if on_gpu else None,
+                find_unused_parameters=self.ddp_find_unused_parameters,
+            )
+
+    def forward(self):
+        """The student's output; through the DDP wrapper while training distributed."""
+        if self._ddp is not None and self.is_training:
+            return self._ddp(self.mb_x)
+        return super().forward()
+
+    def _after_training_exp(self, **kwargs) -> None:
+        if self._ddp is not None:
+            self._ddp = None  # its gradient hooks go with it; the next experience rewraps
+            with torch.no_grad():
+                for buffer in self.model.buffers():
+                    dist.broadcast(buffer, src=0)
+        super()._after_training_exp(**kwargs)  # the snapshot is recorded here
 
     def backward(self) -> None:
         """The backward pass, after checking the loss is finite (``check_finite``)."""

@@ -12,7 +12,7 @@ from avalanche_m2kd.stream import check_class_incremental, experience_classes
 TeacherSet = Literal["all", "last"]
 
 
-class TeacherPlugin(SupervisedPlugin, supports_distributed=False):
+class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
     """Base of the distillation plugins: gives them a :class:`SnapshotStore`.
 
     With ``store=None`` the plugin works on its own: it keeps a private ``"full"``

@@ -14,7 +14,7 @@ __all__ = ["MultiLevelDistillationPlugin"]
 _FEATURE_LOSSES = ("normalized_mse", "mse", "attention")
 
 
-class MultiLevelDistillationPlugin(TeacherPlugin):
+class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
     r"""Adds ``weight * L_feat`` to the loss: feature distillation at named layers.
 
     .. math::

@@ -11,7 +11,7 @@ from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm
 __all__ = ["MultiModelDistillationPlugin"]
 
 
-class MultiModelDistillationPlugin(TeacherPlugin):
+class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
     r"""Adds ``weight * L_mm`` to the loss, distilling from every stored snapshot.
 
     .. math::

@@ -14,7 +14,7 @@ from avalanche_m2kd.stream import check_class_incremental, experience_classes, s
 __all__ = ["SnapshotMaskingPlugin"]
 
 
-class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=False):
+class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
     """Keeps every previous model snapshot, inside the network in ``nested`` mode.
 
     Lifecycle, in ``nested`` mode (mask-based pruning, SPEC "Snapshots"):
