@@ -101,6 +101,7 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
         "optimizer": strategy.optimizer.state_dict(),
         "optimized_params": _optimized_params(strategy),
         "criterion": _criterion_state(strategy),
+        "grad_scaler": _scaler_state(strategy),
         "plugins": _plugin_states(strategy),
         "clock": {f: int(getattr(strategy.clock, f)) for f in _CLOCK_FIELDS},
         "evaluator": _evaluator_blob(strategy),
@@ -142,6 +143,11 @@ def _optimized_params(strategy: Any) -> Optional[dict[str, Optional[list[int]]]]
         return None
     live = dict(strategy.model.named_parameters())
     return {n: None if live.get(n) is p else list(p.shape) for n, p in mapping.items()}
+
+
+def _scaler_state(strategy: Any) -> Optional[dict[str, Any]]:
+    scaler = getattr(strategy, "grad_scaler", None)
+    return scaler.state_dict() if scaler is not None else None
 
 
 def _criterion_state(strategy: Any) -> Optional[dict[str, Any]]:
@@ -242,6 +248,9 @@ def load_checkpoint(
     criterion = getattr(strategy, "_criterion", None)
     if state["criterion"] is not None and isinstance(criterion, nn.Module):
         criterion.load_state_dict(state["criterion"])
+    scaler = getattr(strategy, "grad_scaler", None)
+    if scaler is not None and state.get("grad_scaler"):
+        scaler.load_state_dict(state["grad_scaler"])
     datasets = [exp.dataset for exp in experiences]
     for key, plugin in plugins:
         if getattr(plugin, "storage_policy", None) is not None:

@@ -155,6 +155,11 @@ class M2KDStrategy(SupervisedTemplate):
             :class:`~avalanche_m2kd.plugins.MultiModelDistillationPlugin`); ``None``
             (default) uses all.
         head_name: dotted name of the classifier head; found when ``None``.
+        mixed_precision: ``None`` (default: float32), ``torch.bfloat16`` or
+            ``torch.float16``: the student's forward runs under ``torch.autocast`` on
+            the strategy's device, the losses in float32; with float16 the loss is
+            scaled by a ``torch.amp.GradScaler`` (kept in checkpoints). Teachers have
+            their own setting.
         ddp_find_unused_parameters: passed to ``DistributedDataParallel`` under
             ``torchrun`` (default False, PyTorch's: no extra graph traversal per step;
             set True for a model whose forward leaves some parameters unused).
@@ -204,6 +209,7 @@ class M2KDStrategy(SupervisedTemplate):
         logit_adjustment: float = 1.0,
         teacher_sample: Optional[int] = None,
         head_name: Optional[str] = None,
+        mixed_precision: Optional[torch.dtype] = None,
         ddp_find_unused_parameters: bool = False,
         check_finite: bool = True,
     ) -> None:
@@ -215,6 +221,12 @@ class M2KDStrategy(SupervisedTemplate):
             )
         if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size < 0:
             raise ValueError(f"Expected argument `mem_size` to be an int >= 0, but got {mem_size!r}")
+        if mixed_precision not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(
+                "Expected argument `mixed_precision` to be None, torch.bfloat16 or "
+                f"torch.float16, but got {mixed_precision!r}"
+            )
+        self.mixed_precision = mixed_precision
         self.check_finite = check_finite
         self.ddp_find_unused_parameters = ddp_find_unused_parameters
         self._ddp: Optional[DistributedDataParallel] = None
@@ -235,6 +247,7 @@ class M2KDStrategy(SupervisedTemplate):
             "logit_adjustment": logit_adjustment,
             "teacher_sample": teacher_sample,
             "head_name": head_name,
+            "mixed_precision": None if mixed_precision is None else str(mixed_precision),
         }
         self.masking = SnapshotMaskingPlugin(
             snapshot_mode, prune_ratio, post_prune_epochs, head_name=head_name
@@ -280,6 +293,9 @@ class M2KDStrategy(SupervisedTemplate):
             eval_every=eval_every,
             peval_mode=peval_mode,
         )
+        self.grad_scaler: Optional[torch.amp.GradScaler] = (
+            torch.amp.GradScaler(self.device.type) if mixed_precision == torch.float16 else None
+        )
 
     # ------------------------------------------------------------ distributed
     def _before_training_exp(self, **kwargs) -> None:
@@ -294,7 +310,16 @@ class M2KDStrategy(SupervisedTemplate):
             )
 
     def forward(self):
-        """The student's output; through the DDP wrapper while training distributed."""
+        """The student's output: through the DDP wrapper while training distributed,
+        under ``torch.autocast`` with ``mixed_precision`` (returned as float32, so the
+        losses are computed in full precision)."""
+        if self.mixed_precision is None:
+            return self._forward()
+        with torch.autocast(self.device.type, dtype=self.mixed_precision):
+            output = self._forward()
+        return output.float() if isinstance(output, torch.Tensor) else output
+
+    def _forward(self):
         if self._ddp is not None and self.is_training:
             return self._ddp(self.mb_x)
         return super().forward()
@@ -311,7 +336,18 @@ class M2KDStrategy(SupervisedTemplate):
         """The backward pass, after checking the loss is finite (``check_finite``)."""
         if self.check_finite and not bool(torch.isfinite(self.loss).all()):
             raise FloatingPointError(self._non_finite_message())
-        super().backward()
+        if self.grad_scaler is None:
+            super().backward()
+        else:
+            self.grad_scaler.scale(self.loss).backward(retain_graph=self.retain_graph)
+
+    def optimizer_step(self) -> None:
+        """The optimizer step; through the ``GradScaler`` with float16 ``mixed_precision``."""
+        if self.grad_scaler is None:
+            super().optimizer_step()
+        else:
+            self.grad_scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
+            self.grad_scaler.update()
 
     def _non_finite_message(self) -> str:
         clock = self.clock

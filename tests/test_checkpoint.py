@@ -64,7 +64,11 @@ def _train(strategy, benchmark, experiences, path=None, save_after=None):
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"snapshot_mode": "full", "mem_size": 0}, {"snapshot_mode": "pruned", "teacher_sample": 1}],
+    [
+        {},
+        {"snapshot_mode": "full", "mem_size": 0},
+        {"snapshot_mode": "pruned", "teacher_sample": 1},
+    ],
     ids=["nested+buffer", "full+exemplar-free", "pruned+sampled"],
 )
 def test_resumed_run_equals_uninterrupted_run(digits_images, conv_net, tmp_path, options, identical):
@@ -84,6 +88,18 @@ def test_resumed_run_equals_uninterrupted_run(digits_images, conv_net, tmp_path,
     assert identical(whole.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"])
     assert whole.evaluator.get_all_metrics() == resumed.evaluator.get_all_metrics()
     assert whole.clock.train_iterations == resumed.clock.train_iterations
+
+
+def test_grad_scaler_state_is_kept(digits, mlp, tmp_path):
+    model = mlp()
+    strategy = _fresh(model, mixed_precision=torch.float16)
+    strategy.train(digits.train_stream[0])
+    strategy.grad_scaler.update(1234.0)  # a scale no fresh scaler has
+    save_checkpoint(strategy, tmp_path / "run.ckpt")
+    resumed = _fresh(mlp(), mixed_precision=torch.float16)
+    load_checkpoint(resumed, tmp_path / "run.ckpt", digits.train_stream)
+    assert resumed.grad_scaler.get_scale() == 1234.0
+    assert resumed.grad_scaler.state_dict() == strategy.grad_scaler.state_dict()
 
 
 def test_sigkill_after_experience_2_of_5_then_resume_matches(tmp_path):

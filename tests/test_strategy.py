@@ -343,3 +343,33 @@ def test_nan_inputs_are_named_as_the_cause(mlp):
                            evaluator=_evaluator(), mem_size=0, check_finite=False)
     lenient.train(benchmark.train_stream[0])  # trains on regardless
     assert not torch.isfinite(model[0].weight).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_student(digits_images, conv_net, dtype):
+    model = conv_net()
+    strategy = M2KDStrategy(
+        model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=32,
+        train_epochs=4, evaluator=_evaluator(), mem_size=20, feature_layers=["1", "4"], mixed_precision=dtype,
+    )
+    assert (strategy.grad_scaler is not None) == (dtype == torch.float16)
+    seen = []
+
+    class Spy(SupervisedPlugin):
+        def after_forward(self, strategy, **kwargs):
+            seen.append(strategy.mb_output.dtype)
+
+    strategy.plugins.append(Spy())
+    for exp in digits_images.train_stream[:2]:
+        strategy.train(exp)
+    assert set(seen) == {torch.float32}  # losses see float32 logits
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
+    assert strategy.eval(digits_images.test_stream[:2])[ACC] > 0.6  # chance is 1/4
+    if dtype == torch.float16:
+        assert 0 < strategy.grad_scaler.get_scale() < float("inf")
+
+
+def test_mixed_precision_rejects_other_dtypes(mlp):
+    model = mlp()
+    with pytest.raises(ValueError, match="`mixed_precision`"):
+        M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), mixed_precision=torch.float64)
