@@ -115,6 +115,7 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
 def _atomic_save(state: dict[str, Any], path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the checkpoint private
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()

@@ -103,12 +103,12 @@ def main(argv: list[str] | None = None) -> float:
         print(f"final accuracy on all test classes: {accuracy:.4f}", flush=True)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        buffer = strategy.plugins[next(i for i, p in enumerate(strategy.plugins) if hasattr(p, "storage_policy"))]
+        replay = next(p for p in strategy.plugins if hasattr(p, "storage_policy"))
         torch.save(
             {
                 "model": {k: v.cpu() for k, v in strategy.model.state_dict().items()},
                 "store": strategy.snapshots.state_dict(),
-                "buffer": buffer.storage_policy.state_dict(),
+                "buffer": replay.storage_policy.state_dict(),
                 "accuracy": accuracy,
                 "world_size": world,
             },
