@@ -73,7 +73,11 @@ class FeatureCapture:
         self.features: dict[str, Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def _make_hook(self, spec: str, capture_input: bool):
+    @staticmethod
+    def _make_hook(spec: str, capture_input: bool, features: dict[str, Tensor]):
+        # The hook holds the ``features`` dict, not ``self``: no reference cycle
+        # module -> hook -> capture -> module, so a dropped teacher is freed at once
+        # (by reference counting, without waiting for the garbage collector).
         def hook(module: nn.Module, inputs: tuple, output):
             value = inputs[0] if capture_input else output
             if not isinstance(value, Tensor):
@@ -81,7 +85,7 @@ class FeatureCapture:
                     f"Layer {spec!r} produced a {type(value).__name__}, not a tensor: "
                     "pick a module whose output (or first input) is a single tensor"
                 )
-            self.features[spec] = value
+            features[spec] = value
 
         return hook
 
@@ -92,7 +96,9 @@ class FeatureCapture:
             for spec in self.specs:
                 _, module, capture_input = _named_module(self.model, spec)
                 self._handles.append(
-                    module.register_forward_hook(self._make_hook(spec, capture_input))
+                    module.register_forward_hook(
+                        self._make_hook(spec, capture_input, self.features)
+                    )
                 )
         return self
 

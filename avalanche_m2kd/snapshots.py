@@ -47,7 +47,6 @@ from avalanche_m2kd.pruning import (
     pack_bits,
     pack_uints,
     prune_free_weights,
-    snapshot_mask,
     unpack_bits,
     unpack_uints,
 )
@@ -58,6 +57,7 @@ __all__ = [
     "SnapshotStore",
     "TeacherBatchNorm",
     "prunable_weight_names",
+    "validate_teacher_dtype",
 ]
 
 SnapshotMode = Literal["nested", "pruned", "full"]
@@ -65,6 +65,50 @@ TeacherBatchNorm = Literal["batch", "running"]
 _BN_MODES = ("batch", "running")
 _MODES = ("nested", "pruned", "full")
 _PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def validate_teacher_dtype(
+    dtype: Optional[torch.dtype], device_type: Optional[str] = None, name: str = "teacher_dtype"
+) -> Optional[torch.dtype]:
+    """The checked autocast dtype of teacher forwards (``None``: full fp32).
+
+    Args:
+        dtype: ``None`` or ``torch.float32`` (no autocast; returned as ``None``),
+            ``torch.bfloat16`` (any device), or ``torch.float16`` (not on CPU: its
+            CPU kernels are slow — a ResNet-32 teacher forward, batch 128, took
+            5.2 s against 0.19 s in fp32 and 0.07 s in bf16 on our 2-core CPU).
+        device_type: the device the teachers run on (``"cpu"``, ``"cuda"``, ...);
+            ``None`` checks only the dtype.
+        name: the argument's name in the error message.
+
+    Raises:
+        ValueError: another dtype, or ``float16`` on ``"cpu"``.
+
+    Example:
+        >>> validate_teacher_dtype(torch.bfloat16, "cpu")
+        torch.bfloat16
+        >>> validate_teacher_dtype(torch.float32) is None
+        True
+    """
+    if dtype is None or dtype == torch.float32:
+        return None
+    if dtype not in _AUTOCAST_DTYPES:
+        raise ValueError(
+            f"Expected argument `{name}` to be None, torch.float32, torch.bfloat16 or "
+            f"torch.float16, but got {dtype!r}"
+        )
+    if dtype == torch.float16 and device_type == "cpu":
+        raise ValueError(
+            f"Expected argument `{name}` to be None or torch.bfloat16 on CPU, but got "
+            "torch.float16: float16 autocast runs ~28x slower than float32 on CPU; "
+            "use torch.bfloat16"
+        )
+    return dtype
+
+
+def _as_float32(t: Tensor) -> Tensor:
+    return t.float() if t.is_floating_point() and t.dtype != torch.float32 else t
 
 
 def prunable_weight_names(model: nn.Module, head_name: str) -> list[str]:
@@ -108,6 +152,20 @@ def _set_tensor(module: nn.Module, name: str, value: Tensor) -> None:
         raise KeyError(f"{name!r} is neither a parameter nor a buffer of the model")
 
 
+def _match_memory_format(module: nn.Module, like: nn.Module) -> None:
+    """Give the parameters of ``module`` the strides of ``like``'s of the same shape.
+
+    A teacher's rebuilt weights are contiguous; a student in ``torch.channels_last``
+    (faster on our CPU, see the README's "Cost") gets teachers in the same
+    layout, so that they run the snapshot's kernels (and stay bit-exact).
+    """
+    live = dict(like.named_parameters())
+    for name, p in module.named_parameters():
+        ref = live.get(name)
+        if ref is not None and ref.shape == p.shape and ref.stride() != p.stride():
+            p.data = torch.empty_like(ref, dtype=p.dtype, device=p.device).copy_(p.data)
+
+
 class FrozenTeacher(nn.Module):
     """A rebuilt snapshot that can never train.
 
@@ -115,8 +173,8 @@ class FrozenTeacher(nn.Module):
     parameters have ``requires_grad=False`` and every forward runs under
     ``torch.no_grad``. :meth:`run` also returns the features captured at the layer
     specs given to :meth:`capture`, and memoises its last call: calling it twice
-    with the *same* input tensor object (two plugins distilling from one teacher in
-    one iteration) runs the network once.
+    with the *same* input tensor object and options (two plugins distilling from one
+    teacher in one iteration) runs the network once.
 
     Args:
         module: the network, already loaded with the snapshot's weights.
@@ -128,7 +186,9 @@ class FrozenTeacher(nn.Module):
         self.module = module.requires_grad_(False)
         self._specs: list[str] = []
         self._capture: Optional[FeatureCapture] = None
-        self._memo: Optional[tuple[Tensor, str, Tensor, dict[str, Tensor]]] = None
+        self._memo: Optional[
+            tuple[Tensor, str, Optional[torch.dtype], Tensor, dict[str, Tensor]]
+        ] = None
         self._batch_norms = [
             m
             for m in module.modules()
@@ -153,7 +213,10 @@ class FrozenTeacher(nn.Module):
 
     @torch.no_grad()
     def run(
-        self, x: Tensor, batch_norm: TeacherBatchNorm = "running"
+        self,
+        x: Tensor,
+        batch_norm: TeacherBatchNorm = "running",
+        dtype: Optional[torch.dtype] = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and captured features for ``x`` (memoised on the last call).
 
@@ -164,24 +227,46 @@ class FrozenTeacher(nn.Module):
                 ``"batch"`` normalises with the statistics of ``x`` itself, as the
                 student does in training mode (the stored statistics are neither used
                 nor changed). Other layers (dropout, ...) stay in eval mode.
+            dtype: ``None`` (default) runs in the weights' precision;
+                ``torch.bfloat16`` (or ``torch.float16``, not on CPU) runs the
+                forward under ``torch.autocast`` on ``x``'s device type, and the
+                logits and features come back as float32 (see
+                :func:`validate_teacher_dtype`). The weights stay fp32.
+
+        Raises:
+            ValueError: an unknown ``batch_norm``, or a ``dtype`` that
+                :func:`validate_teacher_dtype` rejects for ``x``'s device.
         """
         if batch_norm not in _BN_MODES:
             raise ValueError(
                 f"Expected argument `batch_norm` to be one of {_BN_MODES}, but got {batch_norm!r}"
             )
-        if self._memo is not None and self._memo[0] is x and self._memo[1] == batch_norm:
-            return self._memo[2], self._memo[3]
+        dtype = validate_teacher_dtype(dtype, x.device.type, "dtype")
+        memo = self._memo
+        if memo is not None and memo[0] is x and memo[1] == batch_norm and memo[2] == dtype:
+            return memo[3], memo[4]
         norms = self._batch_norms if batch_norm == "batch" else []
         for m in norms:
             m.training, m.track_running_stats = True, False
         try:
-            logits = self.module(x)
+            if dtype is None:  # as before: under the caller's autocast, if any
+                logits = self.module(x)
+            else:
+                with torch.autocast(x.device.type, dtype=dtype):
+                    logits = self.module(x)
         finally:
             for m in norms:
                 m.training, m.track_running_stats = False, True
         features = dict(self._capture.features) if self._capture is not None else {}
-        self._memo = (x, batch_norm, logits, features)
+        if dtype is not None:
+            logits = _as_float32(logits)
+            features = {spec: _as_float32(t) for spec, t in features.items()}
+        self._memo = (x, batch_norm, dtype, logits, features)
         return logits, features
+
+    def nbytes(self) -> int:
+        """Bytes of the teacher's parameters and buffers (its dense weights)."""
+        return _tensor_bytes(list(self.module.parameters()) + list(self.module.buffers()))
 
     def forward(self, x: Tensor) -> Tensor:
         """The snapshot's logits for ``x``."""
@@ -281,6 +366,9 @@ class SnapshotStore:
             :func:`~avalanche_m2kd.features.find_head` when ``None``.
         pruned_density: fraction of each prunable weight tensor kept by a
             ``"pruned"`` snapshot.
+        cache_teachers: ``True`` (default) keeps every teacher :meth:`teacher`
+            built until the next :meth:`record` (one dense model per snapshot);
+            ``False`` holds at most one at a time (see :attr:`cache_teachers`).
 
     Attributes:
         classes: ``classes[k]`` are the class ids introduced by experience ``k``.
@@ -302,6 +390,7 @@ class SnapshotStore:
         mode: SnapshotMode = "nested",
         head_name: Optional[str] = None,
         pruned_density: float = 0.5,
+        cache_teachers: bool = True,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(
@@ -324,6 +413,37 @@ class SnapshotStore:
         self._model: Optional[nn.Module] = None
         self._teachers: dict[int, FrozenTeacher] = {}
         self._feature_specs: list[str] = []
+        self._owner_cache: Optional[dict[str, Tensor]] = None
+        self.cache_teachers = cache_teachers
+
+    @property
+    def cache_teachers(self) -> bool:
+        """Whether built teachers stay materialised until the next :meth:`record`.
+
+        ``True``: each teacher is built once per experience and kept, so ``T``
+        snapshots hold ``T`` dense models. ``False``: :meth:`teacher` frees the
+        teacher it holds before building another, so at most one dense model is
+        held, and the distillation plugins also free it after each training
+        iteration; every step then rebuilds its teachers (in ``nested`` mode,
+        from the live weights and the owner indices, which the store then keeps
+        unpacked until the next :meth:`prune`: 1 byte per prunable weight, a
+        quarter of an fp32 model, so that a rebuild does not unpack them again).
+        Setting it to ``False`` frees the teachers held. Measured by
+        ``benchmarks/teacher_memory.py``.
+
+        Raises:
+            ValueError: set to something other than a bool.
+        """
+        return self._cache_teachers
+
+    @cache_teachers.setter
+    def cache_teachers(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"Expected argument `cache_teachers` to be a bool, but got {value!r}")
+        self._cache_teachers = value
+        self._owner_cache = None
+        if not value:
+            self.release_teachers()
 
     # ------------------------------------------------------------------ set-up
     def bind(self, model: nn.Module) -> None:
@@ -333,6 +453,7 @@ class SnapshotStore:
             ValueError: the model's prunable layers (names or shapes) are not the
                 store's, or ``nested`` mode meets a model without prunable layers.
         """
+        self._owner_cache = None
         if self.head_name is None:
             self.head_name = find_head(model)
         else:
@@ -451,6 +572,7 @@ class SnapshotStore:
             params[name].masked_fill_(released, 0.0)
             released_masks[name] = released
         self._packed_owners, self.owner_bits = packed, bits
+        self._owner_cache = None
         return released_masks
 
     # ---------------------------------------------------------------- recording
@@ -503,9 +625,16 @@ class SnapshotStore:
         tensors = _unpack_state(self._layouts[snap["layout"]], snap["data"], self.classes[: k + 1])
         if self.mode == "nested":
             params = dict(self._model.named_parameters())  # type: ignore[union-attr]
+            # owner - 1 wraps free weights (owner 0) to 255 in uint8, so snapshot k's
+            # mask, 1 <= owner <= k + 1 (snapshot_mask), is one comparison: < k + 1.
+            shifted = self._owner_cache
+            if shifted is None:
+                shifted = {n: o - 1 for n, o in self.owners.items()}
+                if not self._cache_teachers:  # rebuilt every step: unpack once per prune
+                    self._owner_cache = shifted
             for n in self.prunable:
                 w = params[n].detach()
-                mask = snapshot_mask(self.owner(n).to(w.device), k + 1)
+                mask = shifted[n].to(w.device) < k + 1
                 tensors[n] = torch.where(mask, w, torch.zeros((), dtype=w.dtype, device=w.device))
         elif self.mode == "pruned":
             params = dict(self._model.named_parameters())  # type: ignore[union-attr]
@@ -521,7 +650,10 @@ class SnapshotStore:
         """Snapshot ``k`` (0-based experience index) as a frozen eval-mode module.
 
         Teachers are built on first use and cached until the next :meth:`record`
-        or :meth:`release_teachers`.
+        or :meth:`release_teachers`; with :attr:`cache_teachers` off, building one
+        first frees the one held, so at most one is materialised. A teacher's
+        weights have the memory format (strides) of the live model's, e.g.
+        ``torch.channels_last``.
 
         Raises:
             IndexError: there is no snapshot ``k``.
@@ -532,7 +664,16 @@ class SnapshotStore:
         if k not in self._teachers:
             if self._model is None:
                 raise RuntimeError("bind(model) the store before asking for teachers")
-            module = copy.deepcopy(self._model)
+            if not self._cache_teachers:
+                self.release_teachers()
+            # The prunable weights are all replaced below: copy empty stand-ins
+            # rather than the live weights (the bulk of the model's bytes).
+            params = dict(self._model.named_parameters())
+            memo: dict[int, Any] = {
+                id(params[n]): nn.Parameter(params[n].new_empty(0), requires_grad=False)
+                for n in self.prunable
+            }
+            module = copy.deepcopy(self._model, memo)
             for m in module.modules():  # the student's hooks must not fire in a teacher
                 m._forward_hooks.clear()
                 m._forward_pre_hooks.clear()
@@ -541,12 +682,28 @@ class SnapshotStore:
                 p.grad = None
             for name, tensor in self._snapshot_tensors(k).items():
                 _set_tensor(module, name, tensor)
+            _match_memory_format(module, self._model)
             self._teachers[k] = FrozenTeacher(module, self._feature_specs)
         return self._teachers[k]
 
     def release_teachers(self) -> None:
         """Free every materialised teacher (they are rebuilt on demand)."""
         self._teachers.clear()
+
+    def held_teachers(self) -> list[int]:
+        """Indices of the teachers materialised now, in increasing order."""
+        return sorted(self._teachers)
+
+    def teacher_nbytes(self) -> int:
+        """Bytes the store holds now to serve teachers, beyond :meth:`nbytes`.
+
+        The dense weights (parameters and buffers) of the teachers held, plus, with
+        :attr:`cache_teachers` off in ``nested`` mode, the unpacked owner indices
+        kept for rebuilding (1 byte per prunable weight). With caching on, ``T``
+        snapshots hold up to ``T`` dense models; off, at most one plus the owners.
+        """
+        dense = sum(t.nbytes() for t in self._teachers.values())
+        return dense + _tensor_bytes(self._owner_cache or {})
 
     # ------------------------------------------------------------ accounting
     def nbytes(self) -> int:
@@ -560,7 +717,8 @@ class SnapshotStore:
         metadata (class lists, tensor layouts: a few KiB), nor transient tensors:
         the unpacked owners that :meth:`owner`, :meth:`free_masks` or a teacher
         build create (1 byte per weight, freed when the caller drops them), and
-        the materialised teachers.
+        the materialised teachers (:meth:`teacher_nbytes` counts those, with the
+        owners kept unpacked when :attr:`cache_teachers` is off).
 
         Returns:
             The total, equal to ``sum(self.nbytes_by_name().values())``.
@@ -636,6 +794,7 @@ class SnapshotStore:
         self.owner_bits = bits
         self._owner_shapes = shapes
         self._packed_owners = dict(state["owners"])
+        self._owner_cache = None
         self._layouts = [
             [(n, d, tuple(int(x) for x in s), bool(r)) for n, d, s, r in lay]
             for lay in state["layouts"]

@@ -82,7 +82,9 @@ METHODS = ("naive", "replay", "replay-la", "lwf", "lwf-la", "icarl", "m2kd", "m2
 
 #: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults (nested
 #: store, ``own`` slice, head-input features, batch-statistics teachers, logit
-#: adjustment; the defaults themselves are the headline's ``m2kd``). The component
+#: adjustment; the defaults themselves are the headline's ``m2kd``). ``teacher_dtype``
+#: and ``mixed_precision`` are names of ``torch`` dtypes (records are JSON), turned
+#: into dtypes by :func:`build_strategy`. The component
 #: variants fix ``teacher_slice="cumulative"``: they were measured before ``own``
 #: became the default, and are kept as they ran.
 _CUM = dict(teacher_slice="cumulative")
@@ -98,6 +100,10 @@ ABLATION: dict[str, dict[str, Any]] = {
     "all teachers, own": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0),
     "all teachers, own, 2 sampled per batch": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0,
                                                    teacher_sample=2),
+    "all teachers, own, bf16 teachers": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0,
+                                             teacher_dtype="bfloat16"),
+    "m2kd-full, bf16 student": dict(snapshot_mode="full", mixed_precision="bfloat16"),
+    "m2kd-full, bf16 teachers": dict(snapshot_mode="full", teacher_dtype="bfloat16"),
     "full, cumulative + stage features": dict(snapshot_mode="full", feature_layers=list(FEATURE_STAGES),
                                               **_CUM),
     "full, cumulative + features from all teachers": dict(snapshot_mode="full", feature_teachers="all",
@@ -165,6 +171,9 @@ def build_strategy(method: str, budget: int, cfg: argparse.Namespace, n_classes:
         if method == "m2kd-full":
             options.setdefault("snapshot_mode", "full")
         plugins = options.pop("plugins", None)
+        for key in ("teacher_dtype", "mixed_precision"):  # dtype names in the JSON records
+            if options.get(key) is not None:
+                options[key] = getattr(torch, options[key])
         return M2KDStrategy(model, sgd(model), criterion, mem_size=budget, plugins=plugins, **options, **common)
     raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}")
 

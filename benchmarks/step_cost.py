@@ -22,9 +22,20 @@ teacher's forward costs the same in every storage mode once rebuilt; rebuilding
 happens once per experience, not per step). Each figure is the median of
 ``--reps`` timed repetitions after warm-up, with a fresh input tensor per step.
 
+``--teacher-dtype bfloat16``, ``--channels-last`` and ``--uncached-teachers`` compare
+instead, in the same process, the M2KD step (and one teacher forward) of cached fp32
+teachers in the default memory format against the variant (``--uncached-teachers``: a
+``nested`` store with ``cache_teachers=False``, which rebuilds every teacher in
+every step; its "teacher forward" includes that rebuild): each setting has its own model, store and
+plugins built from the same seed, and their steps are timed in turn (one step of
+each per repetition, so that the machine's load drifts over all of them alike).
+
     python -m benchmarks.step_cost                       # T = 1, 3, 9; batch 128
     python -m benchmarks.step_cost --teachers 1 9 --batch 64 --reps 5
     python -m benchmarks.step_cost --teachers 9 --teacher-sample 3   # sampled teachers
+    python -m benchmarks.step_cost --teacher-dtype bfloat16         # bf16 autocast teachers
+    python -m benchmarks.step_cost --channels-last teachers all     # memory format
+    python -m benchmarks.step_cost --uncached-teachers              # rebuild cost per step
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import statistics
 import time
 import warnings
 from types import SimpleNamespace
-from typing import Callable
+from typing import Callable, Optional
 
 warnings.filterwarnings("ignore", message="no QP solver")
 
@@ -44,6 +55,7 @@ import torch.nn.functional as F  # noqa: E402
 from avalanche.models import make_icarl_net  # noqa: E402
 
 from avalanche_m2kd import MultiLevelDistillationPlugin, MultiModelDistillationPlugin, SnapshotStore  # noqa: E402
+from avalanche_m2kd.snapshots import SnapshotMode  # noqa: E402
 
 CLASSES_PER_EXPERIENCE = 10
 HEAD = "classifier"
@@ -60,18 +72,72 @@ def _median_time(step: Callable[[], None], reps: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def measure(n_teachers: int, batch: int, reps: int, teacher_sample: int | None = None) -> dict[str, float]:
-    """Seconds per student step, teacher forward and M2KD step with ``n_teachers``."""
+def _interleaved_medians(steps: dict[str, Callable[[], None]], reps: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each step, timed in turn: one of each per repetition."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(reps):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+#: Memory formats ``--channels-last`` can put in ``torch.channels_last``.
+CHANNELS_LAST = ("teachers", "all")
+
+
+def make_steps(
+    n_teachers: int,
+    batch: int,
+    reps: int,
+    teacher_sample: Optional[int] = None,
+    teacher_dtype: Optional[torch.dtype] = None,
+    channels_last: Optional[str] = None,
+    snapshot_mode: SnapshotMode = "full",
+    cache_teachers: bool = True,
+    student_dtype: Optional[torch.dtype] = None,
+) -> SimpleNamespace:
+    """A seeded ResNet-32, its store of ``n_teachers`` snapshots and the step functions.
+
+    Args:
+        teacher_sample, teacher_dtype: the plugins' options.
+        channels_last: ``None`` (default memory format), ``"teachers"`` (the
+            teachers' weights in ``torch.channels_last``) or ``"all"`` (also the
+            student and its input).
+        snapshot_mode: the store's mode; ``"nested"`` prunes an equal share of the
+            weights for each snapshot (nothing freezes the owned weights here: the
+            teachers cost what they would, but drift from the snapshots).
+        cache_teachers: the store's option; off, every M2KD step rebuilds its teachers.
+        student_dtype: the student's forward under ``torch.autocast`` in this dtype,
+            its output cast to float32, as ``M2KDStrategy(mixed_precision=...)`` does.
+
+    Returns:
+        ``student``, ``teacher`` (one forward), ``m2kd`` and ``floor`` steps, the
+        ``store``, and ``close()`` to remove the student's hooks.
+    """
     torch.manual_seed(0)
     model = make_icarl_net(num_classes=100)
     model.train()
-    store = SnapshotStore("full", head_name=HEAD)
+    if channels_last == "all":
+        model = model.to(memory_format=torch.channels_last)
+    store = SnapshotStore(snapshot_mode, head_name=HEAD, cache_teachers=cache_teachers)
     store.bind(model)
     for k in range(n_teachers):
+        if snapshot_mode == "nested":
+            store.prune(model, k, keep=1 / (n_teachers + 1 - k))
         store.record(model, list(range(k * CLASSES_PER_EXPERIENCE, (k + 1) * CLASSES_PER_EXPERIENCE)))
+    if channels_last is not None:  # teachers are cached: converted once, as a plugin option would
+        for k in range(n_teachers):
+            store.teacher(k).module.to(memory_format=torch.channels_last)
     seen = (n_teachers + 1) * CLASSES_PER_EXPERIENCE
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     inputs = [torch.randn(batch, 3, 32, 32) for _ in range(reps + 2)]
+    if channels_last == "all":
+        inputs = [x.contiguous(memory_format=torch.channels_last) for x in inputs]
     targets = torch.randint(0, seen, (batch,))
     counter = itertools.count()
 
@@ -87,41 +153,80 @@ def measure(n_teachers: int, batch: int, reps: int, teacher_sample: int | None =
     turn = itertools.count()
 
     def teacher_forward() -> None:  # round-robin: each teacher's weights as cold as in a step
-        store.teacher(next(turn) % n_teachers).run(fresh(), "batch")
+        store.teacher(next(turn) % n_teachers).run(fresh(), "batch", teacher_dtype)
 
-    strategy = SimpleNamespace(model=model, experience=None, mb_x=None, mb_output=None, loss=None)
-    logit_plugin = MultiModelDistillationPlugin(store=store, teacher_sample=teacher_sample)
-    feature_plugin = MultiLevelDistillationPlugin(store=store, head_name=HEAD)
+    strategy = SimpleNamespace(model=model, experience=None, mb_x=None, mb_output=None, loss=None, device="cpu")
+    logit_plugin = MultiModelDistillationPlugin(store=store, teacher_sample=teacher_sample,
+                                                teacher_dtype=teacher_dtype)
+    feature_plugin = MultiLevelDistillationPlugin(store=store, head_name=HEAD, teacher_dtype=teacher_dtype)
     logit_plugin.before_training_exp(strategy)
     feature_plugin.before_training_exp(strategy)
+
+    def student_forward(x: torch.Tensor) -> torch.Tensor:
+        if student_dtype is None:
+            return model(x)
+        with torch.autocast("cpu", dtype=student_dtype):
+            return model(x).float()
 
     def m2kd_step() -> None:
         optimizer.zero_grad()
         strategy.mb_x = fresh()
-        strategy.mb_output = model(strategy.mb_x)[:, :seen]
+        strategy.mb_output = student_forward(strategy.mb_x)[:, :seen]
         strategy.loss = F.cross_entropy(strategy.mb_output, targets)
         logit_plugin.before_backward(strategy)
         feature_plugin.before_backward(strategy)
         strategy.loss.backward()
         optimizer.step()
+        logit_plugin.after_training_iteration(strategy)  # frees the teachers if not cached
 
     def floor_step() -> None:  # the same forwards and backward, no distillation loss
         optimizer.zero_grad()
         x = fresh()
         loss = F.cross_entropy(model(x)[:, :seen], targets)
         for k in range(n_teachers):
-            store.teacher(k).run(x, "batch")
+            store.teacher(k).run(x, "batch", teacher_dtype)
             x = x.clone()  # defeat the memo: every teacher runs
         loss.backward()
         optimizer.step()
 
-    student = _median_time(student_step, reps)
-    teacher = _median_time(teacher_forward, reps)
-    m2kd = _median_time(m2kd_step, reps)
-    floor = _median_time(floor_step, reps)
-    feature_plugin.after_training_exp(strategy)  # removes the student's feature hooks
+    def close() -> None:
+        feature_plugin.after_training_exp(strategy)  # removes the student's feature hooks
+
+    return SimpleNamespace(student=student_step, teacher=teacher_forward, m2kd=m2kd_step, floor=floor_step,
+                           store=store, close=close)
+
+
+def measure(n_teachers: int, batch: int, reps: int, teacher_sample: int | None = None) -> dict[str, float]:
+    """Seconds per student step, teacher forward and M2KD step with ``n_teachers``."""
+    steps = make_steps(n_teachers, batch, reps, teacher_sample)
+    student = _median_time(steps.student, reps)
+    teacher = _median_time(steps.teacher, reps)
+    m2kd = _median_time(steps.m2kd, reps)
+    floor = _median_time(steps.floor, reps)
+    steps.close()
     return dict(student=student, teacher=teacher, m2kd=m2kd, floor=floor,
                 ratio=m2kd / (student + n_teachers * teacher), ratio_floor=m2kd / floor)
+
+
+def compare(n_teachers: int, batch: int, reps: int, variants: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """M2KD step and teacher forward of fp32 default-format teachers and of each variant.
+
+    Args:
+        variants: name -> keyword arguments of the setting (``teacher_dtype``,
+            ``channels_last``); the baseline is added under ``"fp32"``.
+
+    Returns:
+        name -> ``{"m2kd": s, "teacher": s, "m2kd_ratio": ..., "teacher_ratio": ...}``,
+        the ratios against the baseline (below 1: the variant is faster).
+    """
+    settings = {"fp32": make_steps(n_teachers, batch, reps)}
+    settings.update({name: make_steps(n_teachers, batch, reps, **kw) for name, kw in variants.items()})
+    m2kd = _interleaved_medians({name: s.m2kd for name, s in settings.items()}, reps)
+    teacher = _interleaved_medians({name: s.teacher for name, s in settings.items()}, reps)
+    for s in settings.values():
+        s.close()
+    return {name: dict(m2kd=m2kd[name], teacher=teacher[name], m2kd_ratio=m2kd[name] / m2kd["fp32"],
+                       teacher_ratio=teacher[name] / teacher["fp32"]) for name in settings}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,7 +237,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--teacher-sample", type=int, default=None,
                         help="M2KD step distils from this many sampled teachers (the floors keep all T)")
+    parser.add_argument("--teacher-dtype", choices=["bfloat16", "float16"], default=None,
+                        help="compare autocast teachers in this dtype against fp32 ones, in one process")
+    parser.add_argument("--channels-last", choices=CHANNELS_LAST, nargs="+", default=None,
+                        help="compare channels_last teachers (or student and teachers) against the default")
+    parser.add_argument("--student-dtype", choices=["bfloat16"], default=None,
+                        help="compare an autocast student (mixed_precision) alone and with teachers in that dtype")
+    parser.add_argument("--uncached-teachers", action="store_true",
+                        help="compare a nested store that rebuilds its teachers every step")
     args = parser.parse_args(argv)
+    if args.teacher_dtype or args.channels_last or args.uncached_teachers or args.student_dtype:
+        _print_comparison(args)
+        return
     sampled = f", teacher_sample={args.teacher_sample}" if args.teacher_sample else ""
     print(f"ResNet-32 (make_icarl_net), batch {args.batch}, {torch.get_num_threads()} threads, "
           f"median of {args.reps} steps{sampled}\n")
@@ -143,6 +259,31 @@ def main(argv: list[str] | None = None) -> None:
         r = measure(n, args.batch, args.reps, args.teacher_sample)
         print(f"| {n} | {r['student']:.3f} | {r['teacher']:.3f} | {r['floor']:.3f} | {r['m2kd']:.3f} | "
               f"{r['ratio']:.2f} | {r['ratio_floor']:.2f} |", flush=True)
+
+
+def _print_comparison(args: argparse.Namespace) -> None:
+    variants: dict[str, dict] = {}
+    dtype = getattr(torch, args.teacher_dtype) if args.teacher_dtype else None
+    if dtype is not None:
+        variants[args.teacher_dtype] = dict(teacher_dtype=dtype)
+    for where in args.channels_last or []:
+        variants[f"channels_last {where}"] = dict(channels_last=where)
+        if dtype is not None:
+            variants[f"{args.teacher_dtype} + channels_last {where}"] = dict(teacher_dtype=dtype, channels_last=where)
+    if args.student_dtype:
+        student = getattr(torch, args.student_dtype)
+        variants[f"{args.student_dtype} student"] = dict(student_dtype=student)
+        variants[f"{args.student_dtype} student + teachers"] = dict(student_dtype=student, teacher_dtype=student)
+    if args.uncached_teachers:
+        variants["nested, cache_teachers=False"] = dict(snapshot_mode="nested", cache_teachers=False)
+    print(f"ResNet-32 (make_icarl_net), batch {args.batch}, {torch.get_num_threads()} threads, "
+          f"median of {args.reps} steps, settings timed in turn in one process\n")
+    print("| teachers T | setting | M2KD step s | / fp32 | one teacher forward s | / fp32 |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for n in args.teachers:
+        for name, r in compare(n, args.batch, args.reps, variants).items():
+            print(f"| {n} | {name} | {r['m2kd']:.3f} | {r['m2kd_ratio']:.2f} | {r['teacher']:.3f} | "
+                  f"{r['teacher_ratio']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -228,3 +228,25 @@ def test_buffer_that_cannot_be_saved_is_refused(digits, mlp, tmp_path):
     with pytest.raises(ValueError, match="ClassBalancedBuffer"):
         save_checkpoint(naive, tmp_path / "run.ckpt")
     assert not (tmp_path / "run.ckpt").exists()
+
+
+def test_distillation_plugin_beside_naive_resumes(digits, mlp, tmp_path, identical):
+    """A plugin with its own store, on Avalanche's Naive, resumes exactly too."""
+    from avalanche_m2kd import MultiModelDistillationPlugin
+
+    def build():
+        torch.manual_seed(0)
+        model = mlp()
+        return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                     criterion=nn.CrossEntropyLoss(), train_mb_size=32, evaluator=_evaluator(),
+                     plugins=[MultiModelDistillationPlugin()])
+
+    whole = build()
+    for exp in digits.train_stream[:3]:
+        whole.train(exp)
+        if exp.current_experience == 1:
+            save_checkpoint(whole, tmp_path / "run.ckpt")
+    resumed, start = maybe_load_checkpoint(build(), tmp_path / "run.ckpt", digits.train_stream)
+    assert start == 2 and len(resumed.plugins[0].store) == 2
+    resumed.train(digits.train_stream[2])
+    assert identical(whole.model.state_dict(), resumed.model.state_dict())

@@ -335,3 +335,111 @@ def test_teacher_batch_norm_modes():
     torch.testing.assert_close(teacher.run(x, "batch")[0], batch_out, rtol=0, atol=0)
     with pytest.raises(ValueError, match="batch_norm"):
         teacher.run(x, "eval")
+
+
+# ------------------------------------------------------------- autocast teachers
+def _bn_conv_teacher(conv_net):
+    torch.manual_seed(0)
+    net = conv_net()
+    net.train()
+    for _ in range(3):  # running statistics unlike any one batch's
+        net(torch.randn(16, 1, 8, 8) * 2 + 0.5)
+    store = SnapshotStore("full")
+    store.record(net, list(range(10)))
+    teacher = store.teacher(0)
+    teacher.capture(["4", "8:input"])
+    return teacher
+
+
+@pytest.mark.parametrize("batch_norm", ["batch", "running"])
+def test_bf16_autocast_teacher_returns_float32_close_to_fp32(conv_net, batch_norm):
+    teacher = _bn_conv_teacher(conv_net)
+    x = torch.randn(32, 1, 8, 8)
+    logits, feats = teacher.run(x, batch_norm)
+    logits16, feats16 = teacher.run(x, batch_norm, torch.bfloat16)
+    # Outputs come back as float32; bf16 keeps 8 mantissa bits, and every output is
+    # within 2 % of the largest fp32 output (0.6 % measured on this net).
+    assert logits16.dtype == torch.float32 and all(f.dtype == torch.float32 for f in feats16.values())
+    for ref, low in [(logits, logits16)] + [(feats[s], feats16[s]) for s in feats]:
+        assert (low - ref).abs().max() <= 0.02 * ref.abs().max()
+    assert not torch.equal(logits16, logits)  # it did run in bf16
+    # The memo is per dtype: asking again in fp32 gives the fp32 outputs.
+    assert torch.equal(teacher.run(x, batch_norm)[0], logits)
+    assert all(p.dtype == torch.float32 for p in teacher.parameters())  # weights untouched
+
+
+def test_teacher_dtype_validation():
+    from avalanche_m2kd.snapshots import validate_teacher_dtype
+
+    assert validate_teacher_dtype(None) is None
+    assert validate_teacher_dtype(torch.float32) is None
+    assert validate_teacher_dtype(torch.bfloat16, "cpu") is torch.bfloat16
+    assert validate_teacher_dtype(torch.float16, "cuda") is torch.float16
+    with pytest.raises(ValueError, match="`teacher_dtype`.*float16.*slower"):
+        validate_teacher_dtype(torch.float16, "cpu")
+    for bad in (torch.float64, torch.int8, "bfloat16"):
+        with pytest.raises(ValueError, match="`teacher_dtype`"):
+            validate_teacher_dtype(bad)  # type: ignore[arg-type]
+    store = SnapshotStore("full", head_name="1")
+    store.record(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), [0, 1])
+    with pytest.raises(ValueError, match="`dtype`"):
+        store.teacher(0).run(torch.ones(2, 4), dtype=torch.float16)
+
+
+# ------------------------------------------------------------- teacher caching
+def test_uncached_store_holds_at_most_one_teacher_and_frees_it_at_once():
+    import gc
+    import weakref
+
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    model_bytes = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    cached, uncached = SnapshotStore("full"), SnapshotStore("full", cache_teachers=False)
+    for store in (cached, uncached):
+        store.capture_features(["0"])
+        for k in range(3):
+            store.record(net, [k])
+    x = torch.randn(5, 4)
+    gc.disable()  # freed by reference counting alone: no cycle keeps a teacher alive
+    try:
+        first = weakref.ref(uncached.teacher(0).module)  # its dense weights
+        outputs = [uncached.teacher(k).run(x)[0] for k in range(3)]
+        assert first() is None
+    finally:
+        gc.enable()
+    assert uncached.held_teachers() == [2] and uncached.teacher_nbytes() == model_bytes
+    assert all(torch.equal(cached.teacher(k).run(x)[0], outputs[k]) for k in range(3))
+    assert cached.held_teachers() == [0, 1, 2] and cached.teacher_nbytes() == 3 * model_bytes
+    cached.cache_teachers = False  # turning caching off frees what is held
+    assert cached.held_teachers() == [] and cached.teacher_nbytes() == 0
+    with pytest.raises(ValueError, match="`cache_teachers`"):
+        SnapshotStore("full", cache_teachers=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["nested", "full"])
+def test_teachers_take_the_live_models_memory_format_and_stay_bit_exact(conv_net, mode):
+    net = conv_net().to(memory_format=torch.channels_last)
+    net.train()
+    net(torch.randn(8, 1, 8, 8))
+    store = SnapshotStore(mode)
+    if mode == "nested":
+        store.bind(net)
+        store.prune(net, 0, 0.5)
+    store.record(net, list(range(10)))
+    teacher = store.teacher(0)
+    live = dict(net.named_parameters())
+    assert all(p.stride() == live[n].stride() for n, p in teacher.module.named_parameters())
+    assert teacher.module[3].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(teacher.run(x)[0], net.eval()(x))
+
+
+def test_channels_last_student_trains_with_bit_exact_nested_teachers(digits_images, conv_net):
+    def channels_last_net(head=None):
+        return conv_net(head=head).to(memory_format=torch.channels_last)
+
+    strategy, recorder = _train(digits_images, channels_last_net, "nested", n_exp=3)
+    store = strategy.snapshots
+    for k in range(3):
+        seen = sorted(c for exp in store.classes[: k + 1] for c in exp)
+        out = store.teacher(k)(recorder.probe)
+        assert torch.equal(out[:, seen], recorder.outputs[k][:, seen]), f"teacher {k} differs"

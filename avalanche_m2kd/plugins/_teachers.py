@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
+import torch
 from avalanche.training.plugins import SupervisedPlugin
+from torch import Tensor
 
-from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm
+from avalanche_m2kd.snapshots import (
+    FrozenTeacher,
+    SnapshotStore,
+    TeacherBatchNorm,
+    validate_teacher_dtype,
+)
 from avalanche_m2kd.stream import check_class_incremental, experience_classes
 
 TeacherSet = Literal["all", "last"]
@@ -21,7 +28,11 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
     the plugin only reads it: whoever owns the store records the snapshots.
 
     ``teacher_bn`` says which statistics the teachers' BatchNorm layers use on the
-    distilled mini-batch (see :meth:`avalanche_m2kd.snapshots.FrozenTeacher.run`).
+    distilled mini-batch (see :meth:`avalanche_m2kd.snapshots.FrozenTeacher.run`);
+    ``teacher_dtype`` the autocast dtype of their forwards (:attr:`teacher_dtype`).
+    ``cache_teachers`` (``None``: leave the store's setting) sets the store's
+    :attr:`~avalanche_m2kd.snapshots.SnapshotStore.cache_teachers`; when it is off,
+    the plugin frees the teacher the store holds after every training iteration.
     """
 
     def __init__(
@@ -29,6 +40,8 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
         store: Optional[SnapshotStore] = None,
         head_name: Optional[str] = None,
         teacher_bn: TeacherBatchNorm = "batch",
+        teacher_dtype: Optional[torch.dtype] = None,
+        cache_teachers: Optional[bool] = None,
     ):
         super().__init__()
         if teacher_bn not in ("batch", "running"):
@@ -36,8 +49,25 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
                 f"Expected argument `teacher_bn` to be 'batch' or 'running', but got {teacher_bn!r}"
             )
         self.teacher_bn: TeacherBatchNorm = teacher_bn
+        self.teacher_dtype = teacher_dtype
         self.owns_store = store is None
         self.store = store if store is not None else SnapshotStore("full", head_name=head_name)
+        if cache_teachers is not None:
+            self.store.cache_teachers = cache_teachers
+
+    @property
+    def teacher_dtype(self) -> Optional[torch.dtype]:
+        """Autocast dtype of the teacher forwards; ``None`` runs them in fp32.
+
+        Settable; validated by :func:`~avalanche_m2kd.snapshots.validate_teacher_dtype`
+        (``torch.float32`` is stored as ``None``; ``torch.float16`` is refused on CPU
+        when the experience starts).
+        """
+        return self._teacher_dtype
+
+    @teacher_dtype.setter
+    def teacher_dtype(self, value: Optional[torch.dtype]) -> None:
+        self._teacher_dtype = validate_teacher_dtype(value)
 
     @staticmethod
     def _check_teachers(value: str, name: str) -> None:
@@ -51,10 +81,32 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
             return []
         return list(range(n)) if which == "all" else [n - 1]
 
+    def run_teacher(self, k: int, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits and features of teacher ``k`` on ``x``, with this plugin's options."""
+        teacher: FrozenTeacher = self.store.teacher(k)
+        return teacher.run(x, self.teacher_bn, self.teacher_dtype)
+
     def before_training_exp(self, strategy, *args, **kwargs):
+        device = getattr(strategy, "device", None)
+        if device is not None:  # fail now, not at the first distilled mini-batch
+            validate_teacher_dtype(self.teacher_dtype, torch.device(device).type)
         if self.owns_store:
             check_class_incremental(strategy.experience, self.store.classes)
         self.store.bind(strategy.model)
+
+    def state_dict(self) -> dict:
+        """The private store's state (for :mod:`avalanche_m2kd.checkpoint`); empty
+        when the store is shared (its owner saves it)."""
+        return {"store": self.store.state_dict()} if self.owns_store else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        if self.owns_store:
+            self.store.load_state_dict(state["store"])
+
+    def after_training_iteration(self, strategy, *args, **kwargs):
+        if not self.store.cache_teachers:
+            self.store.release_teachers()
 
     def after_training_exp(self, strategy, *args, **kwargs):
         if self.owns_store:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import torch
+
 from avalanche_m2kd.features import INPUT_SUFFIX, FeatureCapture, find_head, resolve_layer_specs
 from avalanche_m2kd.losses import FeatureLoss, multi_level_distillation_loss
 from avalanche_m2kd.plugins._teachers import TeacherPlugin, TeacherSet
@@ -37,6 +39,11 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         weight: ``lambda_feat`` (SPEC default 1).
         teacher_bn: ``"batch"`` (default) or ``"running"`` BatchNorm statistics for
             the teachers, as in :class:`MultiModelDistillationPlugin`.
+        teacher_dtype: autocast dtype of the teacher forwards (``None``: fp32), as in
+            :class:`MultiModelDistillationPlugin`; give both plugins the same one, so
+            that a teacher they share runs once per mini-batch.
+        cache_teachers: keep the teachers dense for the whole experience or free
+            them after each step, as in :class:`MultiModelDistillationPlugin`.
         store: a shared :class:`SnapshotStore`; ``None`` keeps a private full-copy one.
         head_name: the classifier head (found if ``None``).
     """
@@ -50,8 +57,10 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         store: Optional[SnapshotStore] = None,
         head_name: Optional[str] = None,
         teacher_bn: TeacherBatchNorm = "batch",
+        teacher_dtype: Optional[torch.dtype] = None,
+        cache_teachers: Optional[bool] = None,
     ) -> None:
-        super().__init__(store, head_name, teacher_bn)
+        super().__init__(store, head_name, teacher_bn, teacher_dtype, cache_teachers)
         if loss not in _FEATURE_LOSSES:
             raise ValueError(
                 f"Expected argument `feature_loss` to be one of {_FEATURE_LOSSES}, but got {loss!r}"
@@ -91,7 +100,7 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         student = self._student.collect()
         teachers = []
         for k in ids:
-            _, feats = self.store.teacher(k).run(strategy.mb_x, self.teacher_bn)
+            _, feats = self.run_teacher(k, strategy.mb_x)
             teachers.append([feats[s] for s in self._student.specs])
         strategy.loss += self.weight * multi_level_distillation_loss(student, teachers, self.loss)
 

@@ -69,6 +69,18 @@ def test_ablation_variants_run(fmnist_root, tmp_path):
     assert all(r["kind"] == "ablation" and r["method"] == "m2kd" for r in records)
 
 
+def test_bf16_variant_sets_the_distillation_plugins_teacher_dtype():
+    import torch
+
+    from avalanche_m2kd import MultiModelDistillationPlugin
+
+    cfg = compare.parse(["run"] + TINY)
+    options = compare.ABLATION["all teachers, own, bf16 teachers"]
+    strategy = compare.build_strategy("m2kd", 10, cfg, n_classes=10, first_classes=5, options=options)
+    (plugin,) = [p for p in strategy.plugins if isinstance(p, MultiModelDistillationPlugin)]
+    assert plugin.teacher_dtype is torch.bfloat16 and options["teacher_dtype"] == "bfloat16"  # still JSON
+
+
 def test_forgetting_definition():
     matrix = [[0.9, None, None], [0.5, 0.8, None], [0.7, 0.2, 1.0]]
     assert compare.forgetting(matrix) == [0.0, pytest.approx(0.4), pytest.approx((0.2 + 0.6) / 2)]
