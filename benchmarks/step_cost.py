@@ -100,6 +100,7 @@ def make_steps(
     snapshot_mode: SnapshotMode = "full",
     cache_teachers: bool = True,
     student_dtype: Optional[torch.dtype] = None,
+    teachers_first: bool = True,
 ) -> SimpleNamespace:
     """A seeded ResNet-32, its store of ``n_teachers`` snapshots and the step functions.
 
@@ -112,6 +113,9 @@ def make_steps(
             weights for each snapshot (nothing freezes the owned weights here: the
             teachers cost what they would, but drift from the snapshots).
         cache_teachers: the store's option; off, every M2KD step rebuilds its teachers.
+        teachers_first: the plugins' order (teachers in ``before_forward``); False
+            runs them after the student's forward, with its graph alive (the order
+            before 2026-11-25).
         student_dtype: the student's forward under ``torch.autocast`` in this dtype,
             its output cast to float32, as ``M2KDStrategy(mixed_precision=...)`` does.
 
@@ -171,7 +175,13 @@ def make_steps(
     def m2kd_step() -> None:
         optimizer.zero_grad()
         strategy.mb_x = fresh()
+        if teachers_first:
+            logit_plugin.before_forward(strategy)  # the hooks in Avalanche's order
+            feature_plugin.before_forward(strategy)
         strategy.mb_output = student_forward(strategy.mb_x)[:, :seen]
+        if not teachers_first:
+            logit_plugin.before_forward(strategy)
+            feature_plugin.before_forward(strategy)
         strategy.loss = F.cross_entropy(strategy.mb_output, targets)
         logit_plugin.before_backward(strategy)
         feature_plugin.before_backward(strategy)
@@ -182,10 +192,10 @@ def make_steps(
     def floor_step() -> None:  # the same forwards and backward, no distillation loss
         optimizer.zero_grad()
         x = fresh()
-        loss = F.cross_entropy(model(x)[:, :seen], targets)
-        for k in range(n_teachers):
+        for k in range(n_teachers):  # before the student's forward, as the plugins do
             store.teacher(k).run(x, "batch", teacher_dtype)
             x = x.clone()  # defeat the memo: every teacher runs
+        loss = F.cross_entropy(student_forward(x)[:, :seen], targets)
         loss.backward()
         optimizer.step()
 
@@ -213,20 +223,20 @@ def compare(n_teachers: int, batch: int, reps: int, variants: dict[str, dict]) -
 
     Args:
         variants: name -> keyword arguments of the setting (``teacher_dtype``,
-            ``channels_last``); the baseline is added under ``"fp32"``.
+            ``channels_last``); the baseline is added under ``"default"``.
 
     Returns:
         name -> ``{"m2kd": s, "teacher": s, "m2kd_ratio": ..., "teacher_ratio": ...}``,
         the ratios against the baseline (below 1: the variant is faster).
     """
-    settings = {"fp32": make_steps(n_teachers, batch, reps)}
+    settings = {"default": make_steps(n_teachers, batch, reps)}
     settings.update({name: make_steps(n_teachers, batch, reps, **kw) for name, kw in variants.items()})
     m2kd = _interleaved_medians({name: s.m2kd for name, s in settings.items()}, reps)
     teacher = _interleaved_medians({name: s.teacher for name, s in settings.items()}, reps)
     for s in settings.values():
         s.close()
-    return {name: dict(m2kd=m2kd[name], teacher=teacher[name], m2kd_ratio=m2kd[name] / m2kd["fp32"],
-                       teacher_ratio=teacher[name] / teacher["fp32"]) for name in settings}
+    return {name: dict(m2kd=m2kd[name], teacher=teacher[name], m2kd_ratio=m2kd[name] / m2kd["default"],
+                       teacher_ratio=teacher[name] / teacher["default"]) for name in settings}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -243,10 +253,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="compare channels_last teachers (or student and teachers) against the default")
     parser.add_argument("--student-dtype", choices=["bfloat16"], default=None,
                         help="compare an autocast student (mixed_precision) alone and with teachers in that dtype")
+    parser.add_argument("--teachers-after", action="store_true",
+                        help="compare running the teachers after the student's forward (the old order)")
     parser.add_argument("--uncached-teachers", action="store_true",
                         help="compare a nested store that rebuilds its teachers every step")
     args = parser.parse_args(argv)
-    if args.teacher_dtype or args.channels_last or args.uncached_teachers or args.student_dtype:
+    if args.teacher_dtype or args.channels_last or args.uncached_teachers or args.student_dtype or args.teachers_after:
         _print_comparison(args)
         return
     sampled = f", teacher_sample={args.teacher_sample}" if args.teacher_sample else ""
@@ -274,11 +286,13 @@ def _print_comparison(args: argparse.Namespace) -> None:
         student = getattr(torch, args.student_dtype)
         variants[f"{args.student_dtype} student"] = dict(student_dtype=student)
         variants[f"{args.student_dtype} student + teachers"] = dict(student_dtype=student, teacher_dtype=student)
+    if args.teachers_after:
+        variants["teachers after the student's forward"] = dict(teachers_first=False)
     if args.uncached_teachers:
         variants["nested, cache_teachers=False"] = dict(snapshot_mode="nested", cache_teachers=False)
     print(f"ResNet-32 (make_icarl_net), batch {args.batch}, {torch.get_num_threads()} threads, "
           f"median of {args.reps} steps, settings timed in turn in one process\n")
-    print("| teachers T | setting | M2KD step s | / fp32 | one teacher forward s | / fp32 |")
+    print("| teachers T | setting | M2KD step s | / default | one teacher forward s | / default |")
     print("|---:|---|---:|---:|---:|---:|")
     for n in args.teachers:
         for name, r in compare(n, args.batch, args.reps, variants).items():

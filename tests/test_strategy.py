@@ -373,3 +373,21 @@ def test_mixed_precision_rejects_other_dtypes(mlp):
     model = mlp()
     with pytest.raises(ValueError, match="`mixed_precision`"):
         M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), mixed_precision=torch.float64)
+
+
+def test_teacher_cost_options_reach_the_plugins_and_store(digits_images, conv_net):
+    model = conv_net()
+    strategy = M2KDStrategy(
+        model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=32,
+        train_epochs=2, evaluator=_evaluator(), mem_size=20, feature_layers=["1", "4"],
+        teacher_dtype=torch.bfloat16, cache_teachers=False,
+    )
+    distillers = [p for p in strategy.plugins if isinstance(p, (MultiModelDistillationPlugin, MultiLevelDistillationPlugin))]
+    assert len(distillers) == 2 and all(p.teacher_dtype is torch.bfloat16 for p in distillers)
+    for exp in digits_images.train_stream[:3]:
+        strategy.train(exp)
+    assert strategy.snapshots.cache_teachers is False
+    assert strategy.snapshots.held_teachers() == []  # freed after every step
+    assert strategy.eval(digits_images.test_stream[:3])[ACC] > 0.3  # chance is 1/6
+    with pytest.raises(ValueError, match="teacher_dtype"):
+        M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), teacher_dtype=torch.int8)

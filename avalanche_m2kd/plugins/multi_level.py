@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
+from torch import Tensor
 
 from avalanche_m2kd.features import INPUT_SUFFIX, FeatureCapture, find_head, resolve_layer_specs
 from avalanche_m2kd.losses import FeatureLoss, multi_level_distillation_loss
@@ -93,15 +94,22 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         self._student = FeatureCapture(strategy.model, specs).attach()
         self.store.capture_features(specs)
 
-    def before_backward(self, strategy, *args, **kwargs):
+    def teacher_outputs(self, strategy) -> Optional[list[list[Tensor]]]:
+        """Each teacher's features at the student's layer specs, on the mini-batch."""
         ids = self.teacher_ids(self.teachers)
         if not ids or self.weight == 0 or self._student is None:
-            return
-        student = self._student.collect()
+            return None
         teachers = []
         for k in ids:
             _, feats = self.run_teacher(k, strategy.mb_x)
             teachers.append([feats[s] for s in self._student.specs])
+        return teachers
+
+    def before_backward(self, strategy, *args, **kwargs):
+        teachers = self.pending_outputs(strategy)
+        if teachers is None:
+            return
+        student = self._student.collect()
         strategy.loss += self.weight * multi_level_distillation_loss(student, teachers, self.loss)
 
     def after_training_exp(self, strategy, *args, **kwargs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch import Tensor
 
 from avalanche_m2kd.losses import TeacherSlice, multi_model_distillation_loss, sample_teachers, teacher_slices
 from avalanche_m2kd.plugins._teachers import TeacherPlugin, TeacherSet
@@ -51,8 +52,8 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
             ``torch.float16`` (CUDA only: refused on CPU, where it was ~28x slower
             than fp32); teacher logits and features come back as float32, so the
             losses stay fp32. On our 2-core CPU (ResNet-32, batch 128) a bf16 teacher
-            forward took 0.46-0.48x the fp32 one and the M2KD step 0.75x (1
-            teacher) to 0.46x (9), ``benchmarks/step_cost.py --teacher-dtype
+            forward took 0.45-0.47x the fp32 one and the M2KD step 0.83x (1
+            teacher) to 0.58x (9), ``benchmarks/step_cost.py --teacher-dtype
             bfloat16``. On Split Fashion-MNIST (3 seeds) it left logit-only
             distillation level (final accuracy -0.002 / +0.003) but cost M2KD with
             features 0.015 on the 2+1 stream (lower on every seed); see the README.
@@ -112,16 +113,23 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         slices, weights = teacher_slices(self.store.classes, ids, self.teacher_slice) if ids else ([], [])
         self._plan = (ids, slices, weights)
 
-    def before_backward(self, strategy, *args, **kwargs):
+    def teacher_outputs(self, strategy) -> Optional[tuple[list[Tensor], list[list[int]], list[float]]]:
+        """The teachers' logits on the mini-batch, with their slices and weights."""
         ids, slices, weights = self._plan
         if not ids or self.weight == 0:
-            return
+            return None
         if self.teacher_sample is not None and self.teacher_sample < len(ids):
             chosen, scale = sample_teachers(len(ids), self.teacher_sample)
             ids = [ids[i] for i in chosen]
             slices = [slices[i] for i in chosen]
             weights = [weights[i] * scale for i in chosen]
-        logits = [self.run_teacher(k, strategy.mb_x)[0] for k in ids]
+        return [self.run_teacher(k, strategy.mb_x)[0] for k in ids], slices, weights
+
+    def before_backward(self, strategy, *args, **kwargs):
+        outputs = self.pending_outputs(strategy)
+        if outputs is None:
+            return
+        logits, slices, weights = outputs
         strategy.loss += self.weight * multi_model_distillation_loss(
             strategy.mb_output, logits, slices, weights, self.temperature
         )

@@ -24,6 +24,6 @@ def test_comparison_rows_hold_the_baseline_and_every_variant(capsys):
     step_cost.main(["--teachers", "2", "--batch", "2", "--reps", "1", "--teacher-dtype", "bfloat16",
                     "--channels-last", "all", "--uncached-teachers"])
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 |")]
-    assert [r[2].strip() for r in rows] == ["fp32", "bfloat16", "channels_last all",
+    assert [r[2].strip() for r in rows] == ["default", "bfloat16", "channels_last all",
                                            "bfloat16 + channels_last all", "nested, cache_teachers=False"]
     assert float(rows[0][4]) == 1.0 and all(float(r[3]) > 0 for r in rows)

@@ -107,3 +107,38 @@ def test_uncached_teachers_are_freed_every_step_and_give_bit_equal_losses(digits
     assert all(torch.equal(a, b) for a, b in zip(cached.losses, uncached.losses))
     assert all(held == [] for held in uncached.held)
     assert [0] in cached.held and [0, 1] in cached.held  # the default keeps them all
+
+
+def test_teachers_run_before_the_student_forward_with_the_same_losses(conv_net):
+    """``before_forward`` runs the teachers; ``before_backward`` gives the loss it gave before."""
+    model, store, plugins, strategy = _plugins_on_store(conv_net)
+    x = torch.randn(16, 1, 8, 8)
+    reference = _distillation_loss(model, plugins, strategy, x)  # no before_forward: computed late
+
+    calls = []
+    forward = store.teacher(0).module.forward
+    store.teacher(0).module.forward = lambda inp: (calls.append("teacher"), forward(inp))[1]
+    strategy.mb_x = x.clone()
+    for plugin in plugins:
+        plugin.before_forward(strategy)
+    assert calls == ["teacher"]  # the shared teacher ran once, before the student
+    strategy.mb_output = model(strategy.mb_x)
+    strategy.loss = torch.zeros(())
+    for plugin in plugins:
+        plugin.before_backward(strategy)
+    assert calls == ["teacher"]  # nothing ran again
+    assert torch.equal(strategy.loss, reference)
+
+
+def test_teachers_follow_inputs_replaced_after_before_forward(conv_net):
+    model, store, plugins, strategy = _plugins_on_store(conv_net)
+    x, augmented = torch.randn(16, 1, 8, 8), torch.randn(16, 1, 8, 8)
+    strategy.mb_x = x
+    for plugin in plugins:
+        plugin.before_forward(strategy)
+    strategy.mb_x = augmented  # e.g. a later plugin's augmentation
+    strategy.mb_output = model(augmented)
+    strategy.loss = torch.zeros(())
+    for plugin in plugins:
+        plugin.before_backward(strategy)
+    assert torch.equal(strategy.loss, _distillation_loss(model, plugins, strategy, augmented))
