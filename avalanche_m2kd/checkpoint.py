@@ -75,7 +75,8 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
 
     Call it between experiences (after ``train`` and, if you evaluate, ``eval``).
     The file is written next to ``path`` under a temporary name, flushed to disk
-    and renamed over ``path``, so ``path`` always holds a complete checkpoint.
+    and renamed over ``path``, so ``path`` always holds a complete checkpoint
+    (temporaries left by a write that was killed are removed at the next save).
     Under ``torchrun`` (Avalanche's ``DistributedHelper``) every rank calls it and
     rank 0 alone writes (the ranks hold the same training state); the others wait
     until the file is in place.
@@ -113,6 +114,8 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
 
 
 def _atomic_save(state: dict[str, Any], path: Path) -> None:
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a write that was killed
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the checkpoint private

@@ -150,10 +150,11 @@ def test_interrupted_write_leaves_the_last_good_checkpoint(digits, mlp, tmp_path
     assert path.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ckpt"]  # no temporary left
     monkeypatch.undo()
-    fresh_model = mlp()
-    fresh = M2KDStrategy(model=fresh_model, optimizer=torch.optim.SGD(fresh_model.parameters(), lr=0.05),
-                         train_mb_size=32, evaluator=_evaluator(), mem_size=10)
-    assert load_checkpoint(fresh, path, digits.train_stream) == 1
+    assert load_checkpoint(_fresh(mlp()), path, digits.train_stream) == 1  # the last good one
+    (tmp_path / ".run.ckpt.killed.tmp").write_bytes(b"half")  # as a SIGKILL mid-write leaves
+    save_checkpoint(strategy, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ckpt"]
+    assert load_checkpoint(_fresh(mlp()), path, digits.train_stream) == 2
 
 
 @pytest.fixture
