@@ -399,7 +399,7 @@ def _check_stream(saved_plugins: dict[str, Any], experiences: list[Any]) -> None
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(_tuples(state["python"]))
     name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
