@@ -26,6 +26,7 @@ from avalanche_m2kd.plugins import (
     SnapshotMaskingPlugin,
 )
 from avalanche_m2kd.plugins._teachers import TeacherSet
+from avalanche_m2kd.plugins.snapshot_masking import ReleasedRestore
 from avalanche_m2kd.pruning import PruneRatio
 from avalanche_m2kd.snapshots import SnapshotMode, SnapshotStore, TeacherBatchNorm
 
@@ -155,6 +156,11 @@ class M2KDStrategy(SupervisedTemplate):
             :class:`~avalanche_m2kd.plugins.MultiModelDistillationPlugin`); ``None``
             (default) uses all.
         head_name: dotted name of the classifier head; found when ``None``.
+        restore_released_at: ``nested`` mode: when weights released by pruning get
+            their trained values back, ``"next_experience"`` (default) or
+            ``"end_of_experience"`` (the model evaluated between experiences is then
+            dense, not the sparse snapshot); see
+            :class:`~avalanche_m2kd.plugins.SnapshotMaskingPlugin`.
         teacher_dtype: autocast dtype of the teacher forwards: ``None`` (default,
             float32), ``torch.bfloat16`` (any device) or ``torch.float16`` (CUDA
             only; refused on CPU); teacher outputs come back as float32. Measured
@@ -219,6 +225,7 @@ class M2KDStrategy(SupervisedTemplate):
         logit_adjustment: float = 1.0,
         teacher_sample: Optional[int] = None,
         head_name: Optional[str] = None,
+        restore_released_at: ReleasedRestore = "next_experience",
         teacher_dtype: Optional[torch.dtype] = None,
         cache_teachers: bool = True,
         mixed_precision: Optional[torch.dtype] = None,
@@ -259,12 +266,17 @@ class M2KDStrategy(SupervisedTemplate):
             "logit_adjustment": logit_adjustment,
             "teacher_sample": teacher_sample,
             "head_name": head_name,
+            "restore_released_at": restore_released_at,
             "teacher_dtype": None if teacher_dtype is None else str(teacher_dtype),
             "cache_teachers": cache_teachers,
             "mixed_precision": None if mixed_precision is None else str(mixed_precision),
         }
         self.masking = SnapshotMaskingPlugin(
-            snapshot_mode, prune_ratio, post_prune_epochs, head_name=head_name
+            snapshot_mode,
+            prune_ratio,
+            post_prune_epochs,
+            head_name=head_name,
+            restore_released_at=restore_released_at,
         )
         store = self.masking.store
         m2kd: list[SupervisedPlugin] = [

@@ -103,6 +103,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "all teachers, own, bf16 teachers": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0,
                                              teacher_dtype="bfloat16"),
     "m2kd-full, bf16 student": dict(snapshot_mode="full", mixed_precision="bfloat16"),
+    "nested, dense between experiences": dict(restore_released_at="end_of_experience"),
     "m2kd-full, bf16 teachers": dict(snapshot_mode="full", teacher_dtype="bfloat16"),
     "full, cumulative + stage features": dict(snapshot_mode="full", feature_layers=list(FEATURE_STAGES),
                                               **_CUM),

@@ -15,6 +15,7 @@ from torch import nn
 from avalanche_m2kd import M2KDStrategy, MultiLevelDistillationPlugin, MultiModelDistillationPlugin
 from avalanche_m2kd.data import TensorClassificationDataset
 from avalanche_m2kd.metrics import experience_accuracies, old_new_accuracy
+from avalanche_m2kd.pruning import snapshot_mask
 
 ACC = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
 
@@ -391,3 +392,37 @@ def test_teacher_cost_options_reach_the_plugins_and_store(digits_images, conv_ne
     assert strategy.eval(digits_images.test_stream[:3])[ACC] > 0.3  # chance is 1/6
     with pytest.raises(ValueError, match="teacher_dtype"):
         M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), teacher_dtype=torch.int8)
+
+
+def test_restore_released_at_end_of_experience_only_changes_the_model_between_experiences(
+    digits_images, conv_net, identical
+):
+    """Same snapshots and same training; between experiences the live model is dense."""
+
+    def run(when):
+        torch.manual_seed(0)
+        model = conv_net()
+        strategy = M2KDStrategy(
+            model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=32,
+            train_epochs=2, evaluator=_evaluator(), mem_size=0, restore_released_at=when,
+        )
+        strategy.train(digits_images.train_stream[0])
+        between = {n: p.detach().clone() for n, p in model.named_parameters()}
+        strategy.train(digits_images.train_stream[1])
+        return strategy, between
+
+    sparse, sparse_between = run("next_experience")
+    dense, dense_between = run("end_of_experience")
+    store = sparse.snapshots
+    for name in store.prunable:
+        released = snapshot_mask(store.owners[name], 1).logical_not()  # not kept by experience 0
+        assert torch.equal(sparse_between[name][released], torch.zeros_like(sparse_between[name][released]))
+        assert dense_between[name][released].abs().sum() > 0
+        assert torch.equal(sparse_between[name][~released], dense_between[name][~released])
+    assert identical(sparse.snapshots.state_dict(), dense.snapshots.state_dict())
+    dense_state = dense.model.state_dict()
+    for name, value in sparse.model.state_dict().items():  # the same training
+        kept = snapshot_mask(store.owners[name], 2) if name in store.prunable else torch.ones_like(value, dtype=torch.bool)
+        assert torch.equal(value[kept], dense_state[name][kept]), name
+    with pytest.raises(ValueError, match="restore_released_at"):
+        M2KDStrategy(sparse.model, torch.optim.SGD(sparse.model.parameters(), lr=0.1), restore_released_at="later")

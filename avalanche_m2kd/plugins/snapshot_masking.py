@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 from avalanche.training.plugins import SupervisedPlugin
@@ -11,7 +11,9 @@ from avalanche_m2kd.pruning import PruneRatio, keep_fraction, validate_prune_rat
 from avalanche_m2kd.snapshots import SnapshotMode, SnapshotStore
 from avalanche_m2kd.stream import check_class_incremental, experience_classes, stream_length
 
-__all__ = ["SnapshotMaskingPlugin"]
+__all__ = ["ReleasedRestore", "SnapshotMaskingPlugin"]
+
+ReleasedRestore = Literal["next_experience", "end_of_experience"]
 
 
 class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
@@ -54,6 +56,14 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
             True, ours — not in SPEC; ``python -m benchmarks.digits_variants``
             measured final accuracy 0.706 with it and 0.593 without, 3 seeds). Snapshots are unaffected:
             released weights are outside every earlier snapshot's mask.
+        restore_released_at: ``nested`` with ``warm_start_released``: when the
+            released weights get their trained values back. ``"next_experience"``
+            (default): at the start of the next experience, so between experiences
+            the live model (evaluated, and used to pick exemplars) is the sparse
+            snapshot; ``"end_of_experience"`` (ours, experimental): right after the
+            snapshot is recorded, so the model evaluated between experiences is the
+            dense one. Snapshots and the next experience's start are the same either
+            way.
 
     Attributes:
         store: the :class:`SnapshotStore` (share it with the distillation plugins).
@@ -67,6 +77,7 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
         head_name: Optional[str] = None,
         n_experiences: Optional[int] = None,
         warm_start_released: bool = True,
+        restore_released_at: ReleasedRestore = "next_experience",
     ) -> None:
         super().__init__()
         if prune_ratio is None:
@@ -92,6 +103,12 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
         self._trainable: dict[str, torch.Tensor] = {}
         self._held: dict[str, torch.Tensor] = {}
         self.warm_start_released = warm_start_released
+        if restore_released_at not in ("next_experience", "end_of_experience"):
+            raise ValueError(
+                "Expected argument `restore_released_at` to be 'next_experience' or "
+                f"'end_of_experience', but got {restore_released_at!r}"
+            )
+        self.restore_released_at = restore_released_at
         self._released: dict[str, torch.Tensor] = {}
         self._epoch = 0
         self._pruned = False
@@ -206,3 +223,5 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
             self._prune(strategy)  # early stopping, or no post-prune epoch
         self._trainable, self._held = {}, {}
         self.store.record(strategy.model, experience_classes(strategy.experience))
+        if self.restore_released_at == "end_of_experience":
+            self._restore_released(strategy.model)  # after recording: snapshots unchanged
