@@ -52,6 +52,8 @@ from avalanche.distributed import DistributedHelper
 from avalanche.models.dynamic_optimizers import update_optimizer
 from torch import nn
 
+from avalanche_m2kd.stream import experience_classes
+
 __all__ = ["CheckpointMismatchError", "load_checkpoint", "maybe_load_checkpoint", "save_checkpoint"]
 
 FORMAT = "avalanche_m2kd.checkpoint/1"
@@ -91,7 +93,7 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
             content would silently be lost on resume).
     """
     if DistributedHelper.is_distributed and not DistributedHelper.is_main_process:
-        _plugin_states(strategy)  # the same refusal on every rank
+        _stateful_plugins(strategy)  # the same refusal on every rank, no state built
         DistributedHelper.barrier()
         return
     state = {
@@ -382,7 +384,7 @@ def _matching_plugins(strategy: Any, saved: dict[str, Any]) -> list[tuple[str, A
 
 def _check_stream(saved_plugins: dict[str, Any], experiences: list[Any]) -> None:
     """The stream's classes must be those the saved snapshots were recorded on."""
-    given = [sorted(int(c) for c in exp.classes_in_this_experience) for exp in experiences]
+    given = [experience_classes(exp) for exp in experiences]
     for state in saved_plugins.values():
         store = state.get("store") if isinstance(state, dict) else None
         if not isinstance(store, dict) or "classes" not in store:
