@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,21 +34,55 @@ def _mlp(n_classes: int = 10) -> nn.Module:
     )
 
 
+def _differences(a, b, path: str = "") -> list[str]:
+    """Where two nested dicts / lists / tuples of tensors and plain values differ
+    (tensors: dtype and values exactly; containers: type, keys, length)."""
+    if isinstance(a, torch.Tensor):
+        same = isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+        return [] if same else [path]
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or a.keys() != b.keys():
+            return [f"{path} (keys)"]
+        return [d for k in a for d in _differences(a[k], b[k], f"{path}/{k}")]
+    if isinstance(a, (list, tuple)):
+        if type(a) is not type(b) or len(a) != len(b):
+            return [f"{path} (type or length)"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [path]
+
+
 def _identical(a, b) -> bool:
     """Exact equality of nested dicts / lists / tuples of tensors and plain values."""
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
-    return a == b
+    return not _differences(a, b)
 
 
 @pytest.fixture
 def identical():
     """Exact equality of nested containers of tensors (dtype and values)."""
     return _identical
+
+
+@pytest.fixture
+def differences():
+    """The paths where two nested containers of tensors differ (empty: identical)."""
+    return _differences
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _load_example(name: str):
+    """Import ``examples/<name>.py`` as a module (the examples are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_example", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_example():
+    """``load_example("resumable")``: the example script imported as a module."""
+    return _load_example
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -25,13 +24,6 @@ from avalanche_m2kd.data import split_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "resumable.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("resumable_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _evaluator():
@@ -102,11 +94,11 @@ def test_grad_scaler_state_is_kept(digits, mlp, tmp_path):
     assert resumed.grad_scaler.state_dict() == strategy.grad_scaler.state_dict()
 
 
-def test_sigkill_after_experience_2_of_5_then_resume_matches(tmp_path):
+def test_sigkill_after_experience_2_of_5_then_resume_matches(tmp_path, load_example):
     """The issue's test: a real process killed with SIGKILL, resumed, same final metrics."""
     args = ["--epochs", "2"]
     whole = tmp_path / "whole.json"
-    example = _load_example()
+    example = load_example("resumable")
     example.main([*args, "--checkpoint", str(tmp_path / "a.ckpt"), "--out", str(whole)])  # uninterrupted
 
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,30 +18,8 @@ from avalanche_m2kd.data import split_digits
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "distributed.py"
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("distributed_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _differences(a, b, path="") -> list[str]:
-    """Paths where two nested containers of tensors / values differ (exactly)."""
-    if isinstance(a, torch.Tensor):
-        return [] if isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b) else [path]
-    if isinstance(a, dict):
-        if a.keys() != b.keys():
-            return [f"{path} (keys)"]
-        return [d for k in a for d in _differences(a[k], b[k], f"{path}/{k}")]
-    if isinstance(a, (list, tuple)):
-        if len(a) != len(b):
-            return [f"{path} (length)"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
-    return [] if a == b else [path]
-
-
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
-def test_two_processes_end_identical_and_close_to_one_process(tmp_path):
+def test_two_processes_end_identical_and_close_to_one_process(tmp_path, differences, load_example):
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -55,11 +32,11 @@ def test_two_processes_end_identical_and_close_to_one_process(tmp_path):
     assert rank0["world_size"] == 2
     # Weights, BatchNorm statistics, the grown head, owner indices, per-snapshot state
     # and the chosen exemplars: all identical.
-    assert _differences(rank0, rank1) == []
+    assert differences(rank0, rank1) == []
     assert len(rank0["store"]["snapshots"]) == 5 and rank0["store"]["owner_bits"] == 3
     assert rank0["model"]["8.classifier.weight"].shape == (10, 512)  # grown from 2 units
 
-    example = _load_example()
+    example = load_example("distributed")
     single = example.main([])  # the same run in one process, same global batch
     assert abs(rank0["accuracy"] - single) < 0.05, (rank0["accuracy"], single)
     assert single > 0.8
@@ -70,5 +47,5 @@ def test_two_processes_end_identical_and_close_to_one_process(tmp_path):
     strategy = M2KDStrategy(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
                             mem_size=40, feature_layers=["1", "5"])
     assert load_checkpoint(strategy, tmp_path / "run.ckpt", benchmark.train_stream) == 5
-    assert _differences(rank0["model"], strategy.model.state_dict()) == []
+    assert differences(rank0["model"], strategy.model.state_dict()) == []
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []

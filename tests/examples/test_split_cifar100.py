@@ -6,7 +6,6 @@ the real script, model (ResNet-32), strategy and evaluation; only the data is in
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -30,11 +29,8 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def example():
-    spec = importlib.util.spec_from_file_location("split_cifar100_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def example(load_example):
+    return load_example("split_cifar100")
 
 
 def tiny_cifar(n_classes: int = 10, per_class: int = 6):
