@@ -40,6 +40,15 @@ class HeadInputHerding(HerdingSelectionStrategy):
 
     @torch.no_grad()
     def make_sorted_indices(self, strategy, data) -> list[int]:
+        """Herding order of ``data``'s samples (best first); ``[]`` for no samples.
+
+        A class group is empty once the memory has fewer slots than there are
+        classes and the class got none (Avalanche's share rule gives the
+        remainder slots to some classes only); it stays empty at every later
+        resize, so an empty ``data`` is an ordinary case, not an error.
+        """
+        if len(data) == 0:
+            return []
         model = strategy.model
         spec = find_head(model, self.head_name) + INPUT_SUFFIX
         was_training = model.training
@@ -72,8 +81,17 @@ class ClassBalancedBuffer(ParametricBuffer):
     attribute, not part of the sample), so :meth:`state_dict` is a few integers per
     exemplar and :meth:`load_state_dict` rebuilds the same buffer from the stream.
 
+    The memory is shared out as Avalanche's ``ParametricBuffer`` does: with ``n``
+    classes seen, every class gets ``max_size // n`` slots and the first
+    ``max_size % n`` classes in the iteration order of ``seen_groups`` one more
+    (a class with fewer samples keeps them all). So the buffer never holds more
+    than ``max_size`` exemplars and its class sizes differ by at most one, except
+    where a class had fewer samples. A memory smaller than the number of classes
+    leaves some classes with **zero** exemplars; their groups stay, empty, and
+    training goes on with the others.
+
     Args:
-        max_size: total number of exemplars, shared equally by the seen classes.
+        max_size: total number of exemplars, shared by the seen classes.
         selection_strategy: Avalanche exemplar selection; random when ``None``.
     """
 
