@@ -7,6 +7,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
+from avalanche.benchmarks.utils.data_loader import SingleDatasetDataLoader
 from avalanche.distributed import DistributedHelper
 from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin, SupervisedPlugin
 from avalanche.training.plugins.evaluation import default_evaluator
@@ -360,6 +361,30 @@ class M2KDStrategy(SupervisedTemplate):
                 for buffer in self.model.buffers():
                     dist.broadcast(buffer, src=0)
         super()._after_training_exp(**kwargs)  # the snapshot is recorded here
+
+    def make_eval_dataloader(self, **kwargs) -> None:
+        """Avalanche's evaluation loader; under ``torchrun``, over the whole dataset on
+        every rank.
+
+        Avalanche 0.6.0 shards evaluation data with a padded ``DistributedSampler``
+        and never reduces the metrics: each rank, and the loggers on rank 0, would
+        report the accuracy (loss, forgetting, ...) of its own shard, with repeated
+        samples where the set does not split evenly. Every rank evaluates the whole
+        set instead, in the order of one process, so every metric of any evaluator
+        is that of one process and the ranks agree by construction (so do decisions
+        taken from metrics, e.g. early stopping). Evaluation is then not faster with
+        more processes; training still is.
+        """
+        super().make_eval_dataloader(**kwargs)
+        if DistributedHelper.is_distributed:
+            sharded = self.dataloader
+            self.dataloader = SingleDatasetDataLoader(
+                self.adapted_dataset,
+                self.eval_mb_size,
+                distributed_sampling=False,
+                ffcv_args=sharded.ffcv_args,
+                **sharded.loader_kwargs,
+            )
 
     def backward(self) -> None:
         """The backward pass, after checking the loss is finite (``check_finite``)."""

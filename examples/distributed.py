@@ -13,8 +13,9 @@ Split digits (no download) as 8x8 images, a small conv net with BatchNorm and an
 
 ``--train-mb-size`` is the global mini-batch: each of the N processes takes 1/N of it,
 so the runs see the same number of samples per step. With ``--out DIR`` each rank writes
-``DIR/rank<r>.pt``: its final weights, snapshot store and exemplar buffer, and its
-accuracy on the whole test set (computed without sharding, on every rank).
+``DIR/rank<r>.pt``: its final weights, snapshot store and exemplar buffer, its
+accuracy on the whole test set (counted directly, on every rank), and the accuracies
+its evaluator reported after ``strategy.eval`` (on rank 0, also those its logger got).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ warnings.filterwarnings("ignore", message="No loggers specified")
 import torch  # noqa: E402
 from avalanche.distributed import DistributedHelper  # noqa: E402
 from avalanche.evaluation.metrics import accuracy_metrics  # noqa: E402
+from avalanche.logging import BaseLogger  # noqa: E402
 from avalanche.models import IncrementalClassifier  # noqa: E402
 from avalanche.training.plugins import EvaluationPlugin  # noqa: E402
 from torch import nn  # noqa: E402
@@ -44,6 +46,18 @@ def make_model() -> nn.Module:
         nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.Flatten(),
         IncrementalClassifier(32 * 4 * 4, initial_out_features=2),
     )
+
+
+class RecordingLogger(BaseLogger):
+    """Keeps every value it is asked to log (the logger's view of the metrics)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logged: dict[str, float] = {}
+
+    def log_single_metric(self, name, value, x_plot) -> None:
+        if isinstance(value, (int, float)):
+            self.logged[name] = float(value)
 
 
 @torch.no_grad()
@@ -76,6 +90,7 @@ def main(argv: list[str] | None = None) -> float:
 
     benchmark = split_digits(5, seed=args.seed, flatten=False)
     model = make_model()
+    loggers = [RecordingLogger()] if DistributedHelper.is_main_process else []  # Avalanche: loggers on rank 0 only
     strategy = M2KDStrategy(
         model=model,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
@@ -84,7 +99,7 @@ def main(argv: list[str] | None = None) -> float:
         train_epochs=args.epochs,
         eval_mb_size=256,
         device=device,
-        evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
+        evaluator=EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=loggers),
         mem_size=40,
         feature_layers=["1", "5"],
     )
@@ -99,6 +114,7 @@ def main(argv: list[str] | None = None) -> float:
             print(f"experience {exp.current_experience} done ({world} process(es))", flush=True)
 
     accuracy = whole_test_accuracy(strategy.model, benchmark, device)
+    reported = strategy.eval(benchmark.test_stream)  # the evaluator's metrics, as Avalanche reports them
     if DistributedHelper.is_main_process:
         print(f"final accuracy on all test classes: {accuracy:.4f}", flush=True)
     if args.out:
@@ -110,6 +126,8 @@ def main(argv: list[str] | None = None) -> float:
                 "store": strategy.snapshots.state_dict(),
                 "buffer": replay.storage_policy.state_dict(),
                 "accuracy": accuracy,
+                "reported": {k: float(v) for k, v in reported.items() if isinstance(v, (int, float))},
+                "logged": loggers[0].logged if loggers else None,
                 "world_size": world,
             },
             os.path.join(args.out, f"rank{rank}.pt"),
