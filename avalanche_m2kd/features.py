@@ -9,12 +9,13 @@ exists in every classification model.
 
 from __future__ import annotations
 
+import difflib
 from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FeatureCapture", "find_head", "resolve_layer_specs", "INPUT_SUFFIX"]
+__all__ = ["FeatureCapture", "check_head", "find_head", "resolve_layer_specs", "INPUT_SUFFIX"]
 
 INPUT_SUFFIX = ":input"
 
@@ -26,10 +27,13 @@ def _named_module(model: nn.Module, spec: str) -> tuple[str, nn.Module, bool]:
     modules = dict(model.named_modules())
     if name not in modules or name == "":
         valid = [n for n in modules if n]
-        shown = ", ".join(valid[:60]) + (", ..." if len(valid) > 60 else "")
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+        hint = f"Did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        shown = ", ".join(valid[:60]) + (f", ... ({len(valid)} in all)" if len(valid) > 60 else "")
         raise ValueError(
             f"Unknown layer {name!r} in feature_layers: the model has no such module. "
-            f"Valid names (append ':input' for a module's input): {shown}"
+            f"{hint}Valid names (append ':input' for a module's input; "
+            f"`[n for n, _ in model.named_modules()]` lists them all): {shown}"
         )
     return name, modules[name], capture_input
 
@@ -176,3 +180,62 @@ def find_head(model: nn.Module, head_name: Optional[str] = None) -> str:
             "of the module that produces the logits"
         )
     return linears[-1]
+
+
+@torch.no_grad()
+def check_head(model: nn.Module, head_name: str, x: Tensor) -> None:
+    """Check on the input ``x`` that module ``head_name`` produces ``model``'s output.
+
+    The model runs once in eval mode (its mode is restored). Nothing is raised when
+    no linear module's output equals the model's (a model that post-processes its
+    logits): only a head contradicted by another module is refused.
+
+    Raises:
+        ValueError: another ``nn.Linear`` / ``IncrementalClassifier`` produces the
+            output, not ``head_name``; the message names it and how to pass it.
+
+    Example:
+        >>> class Net(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.fc, self.aux = nn.Linear(3, 2), nn.Linear(3, 4)
+        ...     def forward(self, x):
+        ...         return self.fc(x)
+        >>> check_head(Net(), "aux", torch.zeros(1, 3))
+        Traceback (most recent call last):
+        ...
+        ValueError: The classifier head found, 'aux', does not produce the model's output: 'fc' does. Pass head_name='fc' to M2KDStrategy (or to the plugins)
+    """
+    from avalanche.models import IncrementalClassifier
+
+    outputs: dict[str, Tensor] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if name and isinstance(module, (nn.Linear, IncrementalClassifier)):
+            def hook(m, inputs, out, name=name):
+                outputs[name] = out
+            handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        y = model(x)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    if not isinstance(y, Tensor):
+        return
+
+    def produces(name: str) -> bool:
+        out = outputs.get(name)
+        return isinstance(out, Tensor) and out.shape == y.shape and torch.equal(out, y)
+
+    if produces(head_name):
+        return
+    producers = [n for n in outputs if produces(n)]
+    if producers:
+        raise ValueError(
+            f"The classifier head found, {head_name!r}, does not produce the model's "
+            f"output: {producers[-1]!r} does. Pass head_name={producers[-1]!r} to "
+            "M2KDStrategy (or to the plugins)"
+        )

@@ -172,9 +172,9 @@ class FrozenTeacher(nn.Module):
     It stays in eval mode whatever the caller does (``train()`` is a no-op), all its
     parameters have ``requires_grad=False`` and every forward runs under
     ``torch.no_grad``. :meth:`run` also returns the features captured at the layer
-    specs given to :meth:`capture`, and memoises its last call: calling it twice
-    with the *same* input tensor object and options (two plugins distilling from one
-    teacher in one iteration) runs the network once.
+    specs given to :meth:`capture`. Every call runs the network (no memo: an input
+    changed in place gives new outputs); de-duplication within a training step is
+    :meth:`SnapshotStore.run_teacher`'s.
 
     Args:
         module: the network, already loaded with the snapshot's weights.
@@ -186,9 +186,6 @@ class FrozenTeacher(nn.Module):
         self.module = module.requires_grad_(False)
         self._specs: list[str] = []
         self._capture: Optional[FeatureCapture] = None
-        self._memo: Optional[
-            tuple[Tensor, str, Optional[torch.dtype], Tensor, dict[str, Tensor]]
-        ] = None
         self._batch_norms = [
             m
             for m in module.modules()
@@ -209,7 +206,6 @@ class FrozenTeacher(nn.Module):
             self._capture.detach()
         self._specs += new
         self._capture = FeatureCapture(self.module, self._specs).attach()
-        self._memo = None
 
     @torch.no_grad()
     def run(
@@ -218,7 +214,7 @@ class FrozenTeacher(nn.Module):
         batch_norm: TeacherBatchNorm = "running",
         dtype: Optional[torch.dtype] = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Logits and captured features for ``x`` (memoised on the last call).
+        """Logits and captured features for ``x``.
 
         Args:
             x: the input batch.
@@ -242,9 +238,6 @@ class FrozenTeacher(nn.Module):
                 f"Expected argument `batch_norm` to be one of {_BN_MODES}, but got {batch_norm!r}"
             )
         dtype = validate_teacher_dtype(dtype, x.device.type, "dtype")
-        memo = self._memo
-        if memo is not None and memo[0] is x and memo[1] == batch_norm and memo[2] == dtype:
-            return memo[3], memo[4]
         norms = self._batch_norms if batch_norm == "batch" else []
         for m in norms:
             m.training, m.track_running_stats = True, False
@@ -261,7 +254,6 @@ class FrozenTeacher(nn.Module):
         if dtype is not None:
             logits = _as_float32(logits)
             features = {spec: _as_float32(t) for spec, t in features.items()}
-        self._memo = (x, batch_norm, dtype, logits, features)
         return logits, features
 
     def nbytes(self) -> int:
@@ -414,6 +406,7 @@ class SnapshotStore:
         self._teachers: dict[int, FrozenTeacher] = {}
         self._feature_specs: list[str] = []
         self._owner_cache: Optional[dict[str, Tensor]] = None
+        self._step_outputs: dict[tuple, tuple[Tensor, int, tuple[Tensor, dict[str, Tensor]]]] = {}
         self.cache_teachers = cache_teachers
 
     @property
@@ -660,7 +653,11 @@ class SnapshotStore:
             RuntimeError: no model was bound.
         """
         if not 0 <= k < len(self):
-            raise IndexError(f"no snapshot {k}: the store holds {len(self)}")
+            valid = f"0..{len(self) - 1}" if len(self) else "none yet"
+            raise IndexError(
+                f"no snapshot {k}: the store holds {len(self)} (valid indices: {valid}; "
+                "snapshot k is the model at the end of experience k)"
+            )
         if k not in self._teachers:
             if self._model is None:
                 raise RuntimeError("bind(model) the store before asking for teachers")
@@ -686,9 +683,46 @@ class SnapshotStore:
             self._teachers[k] = FrozenTeacher(module, self._feature_specs)
         return self._teachers[k]
 
+    def run_teacher(
+        self,
+        k: int,
+        x: Tensor,
+        batch_norm: TeacherBatchNorm = "running",
+        dtype: Optional[torch.dtype] = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """:meth:`FrozenTeacher.run` of teacher ``k``, at most once per step and input.
+
+        Within a training step (until :meth:`end_step`), a second call for the same
+        teacher and options on the same, unmodified input tensor returns the first
+        call's outputs: two plugins distilling from one teacher run it once, in
+        either order. An input modified in place (its version counter moved) or
+        another tensor runs the teacher again.
+
+        Example:
+            >>> store = SnapshotStore("full")
+            >>> net = nn.Sequential(nn.Linear(4, 2))
+            >>> store.bind(net); store.record(net, classes=[0, 1])
+            >>> x = torch.ones(1, 4)
+            >>> a, _ = store.run_teacher(0, x)
+            >>> store.run_teacher(0, x)[0] is a, torch.equal(store.run_teacher(0, x.mul_(0))[0], a)
+            (True, False)
+        """
+        key = (k, batch_norm, dtype)
+        hit = self._step_outputs.get(key)
+        if hit is not None and hit[0] is x and hit[1] == x._version:
+            return hit[2]
+        out = self.teacher(k).run(x, batch_norm, dtype)
+        self._step_outputs[key] = (x, x._version, out)
+        return out
+
+    def end_step(self) -> None:
+        """Forget the outputs :meth:`run_teacher` kept for this step."""
+        self._step_outputs.clear()
+
     def release_teachers(self) -> None:
         """Free every materialised teacher (they are rebuilt on demand)."""
         self._teachers.clear()
+        self._step_outputs.clear()
 
     def held_teachers(self) -> list[int]:
         """Indices of the teachers materialised now, in increasing order."""

@@ -20,6 +20,7 @@ from avalanche_m2kd.criterion import LogitAdjustedCrossEntropy
 from avalanche_m2kd.exemplars import ClassBalancedBuffer, HeadInputHerding
 from avalanche_m2kd.features import find_head, resolve_layer_specs
 from avalanche_m2kd.losses import FeatureLoss, TeacherSlice
+from avalanche_m2kd.options import check_choice
 from avalanche_m2kd.plugins import (
     MultiLevelDistillationPlugin,
     MultiModelDistillationPlugin,
@@ -61,6 +62,38 @@ def _adjusted(criterion: nn.Module, tau: float) -> nn.Module:
         )
         return criterion
     return LogitAdjustedCrossEntropy(tau)
+
+
+def _check_training_options(
+    train_epochs: Any, post_prune_epochs: Any, device: Union[str, torch.device, None]
+) -> None:
+    """Refuse, at construction, what Avalanche or the snapshot plugin would refuse later."""
+    if isinstance(train_epochs, bool) or not isinstance(train_epochs, int) or train_epochs < 1:
+        raise ValueError(f"Expected argument `train_epochs` to be an int >= 1, but got {train_epochs!r}")
+    if isinstance(post_prune_epochs, int) and not isinstance(post_prune_epochs, bool):
+        if post_prune_epochs >= train_epochs:
+            raise ValueError(
+                f"Expected argument `post_prune_epochs` to be < train_epochs={train_epochs} "
+                f"(at least one epoch must train before pruning), but got {post_prune_epochs}"
+            )
+    if device is None:  # Avalanche's default: "cpu"
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"Expected argument `device` to be a torch device, but got {device!r}") from err
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device={device!r} but torch sees no CUDA device here (torch "
+                f"{torch.__version__}, CUDA build {torch.version.cuda}): pass device='cpu', "
+                "or check the driver / CUDA_VISIBLE_DEVICES"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"device={device!r} but torch sees {count} CUDA device(s) (indices 0..{count - 1})"
+            )
 
 
 class _ExemplarReplay(ReplayPlugin, supports_distributed=True):
@@ -234,6 +267,12 @@ class M2KDStrategy(SupervisedTemplate):
         check_finite: bool = True,
     ) -> None:
         head_name = find_head(model, head_name)
+        _check_training_options(train_epochs, post_prune_epochs, device)
+        check_choice(feature_loss, FeatureLoss, "feature_loss")
+        check_choice(feature_teachers, TeacherSet, "feature_teachers")
+        for name, weight in (("mm_weight", mm_weight), ("feat_weight", feat_weight)):
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+                raise ValueError(f"Expected argument `{name}` to be a number >= 0, but got {weight!r}")
         criterion = _adjusted(criterion, logit_adjustment)
         if feature_layers is not None:
             feature_layers = resolve_layer_specs(

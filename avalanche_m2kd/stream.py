@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-__all__ = ["check_class_incremental", "experience_classes", "stream_length"]
+__all__ = ["check_class_incremental", "experience_classes", "probe_input", "stream_length"]
 
 
 def experience_classes(experience: Any) -> list[int]:
@@ -29,18 +29,19 @@ def check_class_incremental(experience: Any, learned: Sequence[Sequence[int]]) -
     Returns:
         The experience's class ids.
 
+    Before the first experience (``learned`` empty), every experience of the stream
+    it comes from (``experience.origin_stream``) is checked for task labels, so a
+    stream whose later experiences carry them fails before any training.
+
     Raises:
-        ValueError: the experience carries task labels, or brings classes that an
-            earlier experience already introduced.
+        ValueError: the experience (or, before the first one, any experience of
+            its stream) carries task labels, or the experience brings classes that
+            an earlier experience already introduced.
     """
-    task_labels = [int(t) for t in getattr(experience, "task_labels", [0])]
-    if any(t != 0 for t in task_labels):
-        raise ValueError(
-            f"Experience {getattr(experience, 'current_experience', '?')} has task labels "
-            f"{task_labels}: M2KD is class-incremental (one head, no task id at test time). "
-            "Build the benchmark without task labels (e.g. return_task_id=False, "
-            "task_labels=False)"
-        )
+    _check_no_task_labels(experience)
+    if not learned:
+        for other in _stream_experiences(experience):
+            _check_no_task_labels(other)
     classes = experience_classes(experience)
     for k, old in enumerate(learned):
         repeated = sorted(set(classes) & set(old))
@@ -54,6 +55,38 @@ def check_class_incremental(experience: Any, learned: Sequence[Sequence[int]]) -
                 "strategy"
             )
     return classes
+
+
+def _check_no_task_labels(experience: Any) -> None:
+    task_labels = [int(t) for t in getattr(experience, "task_labels", [0])]
+    if any(t != 0 for t in task_labels):
+        raise ValueError(
+            f"Experience {getattr(experience, 'current_experience', '?')} has task labels "
+            f"{task_labels}: M2KD is class-incremental (one head, no task id at test time). "
+            "Build the benchmark without task labels (e.g. return_task_id=False, "
+            "task_labels=False)"
+        )
+
+
+def _stream_experiences(experience: Any) -> list[Any]:
+    """The experiences of ``experience``'s stream; none when it has no finite stream."""
+    stream = getattr(experience, "origin_stream", None)
+    try:
+        n = len(stream)  # type: ignore[arg-type]
+        return [stream[i] for i in range(n)]  # type: ignore[index]
+    except Exception:  # no stream, or one without a length (online, generators)
+        return []
+
+
+def probe_input(experience: Any, device: Any = "cpu") -> Optional[Any]:
+    """The experience's first input as a batch of one, on ``device`` (``None``: empty)."""
+    import torch
+
+    dataset = getattr(experience, "dataset", None)
+    if dataset is None or len(dataset) == 0:
+        return None
+    x = dataset[0][0]
+    return x.unsqueeze(0).to(device) if isinstance(x, torch.Tensor) else None
 
 
 def stream_length(experience: Any) -> Optional[int]:

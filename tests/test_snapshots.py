@@ -331,7 +331,7 @@ def test_teacher_batch_norm_modes():
     for before, after in zip(stats, (bn.running_mean, bn.running_var, bn.num_batches_tracked)):
         assert torch.equal(before, after)
     assert not teacher.training and not bn.training and bn.track_running_stats
-    # The memo is per mode: asking again for either mode gives that mode's output.
+    # Asking again for either mode gives that mode's output.
     torch.testing.assert_close(teacher.run(x, "batch")[0], batch_out, rtol=0, atol=0)
     with pytest.raises(ValueError, match="batch_norm"):
         teacher.run(x, "eval")
@@ -363,7 +363,7 @@ def test_bf16_autocast_teacher_returns_float32_close_to_fp32(conv_net, batch_nor
     for ref, low in [(logits, logits16)] + [(feats[s], feats16[s]) for s in feats]:
         assert (low - ref).abs().max() <= 0.02 * ref.abs().max()
     assert not torch.equal(logits16, logits)  # it did run in bf16
-    # The memo is per dtype: asking again in fp32 gives the fp32 outputs.
+    # Asking again in fp32 gives the fp32 outputs.
     assert torch.equal(teacher.run(x, batch_norm)[0], logits)
     assert all(p.dtype == torch.float32 for p in teacher.parameters())  # weights untouched
 
@@ -443,3 +443,32 @@ def test_channels_last_student_trains_with_bit_exact_nested_teachers(digits_imag
         seen = sorted(c for exp in store.classes[: k + 1] for c in exp)
         out = store.teacher(k)(recorder.probe)
         assert torch.equal(out[:, seen], recorder.outputs[k][:, seen]), f"teacher {k} differs"
+
+
+def test_teacher_outputs_follow_an_input_modified_in_place():
+    net = nn.Sequential(nn.Linear(4, 3))
+    store = SnapshotStore("full")
+    store.record(net, classes=[0, 1, 2])
+    teacher = store.teacher(0)
+    x = torch.ones(2, 4)
+    a = teacher(x)
+    x.mul_(0)
+    assert torch.equal(teacher(x), net(x)) and not torch.equal(teacher(x), a)
+    # Within a step the store runs a teacher once per unmodified input, whatever the caller.
+    first = store.run_teacher(0, x)[0]
+    assert store.run_teacher(0, x)[0] is first
+    x.add_(1)
+    assert torch.equal(store.run_teacher(0, x)[0], net(x))
+    store.end_step()
+    assert store.run_teacher(0, x)[0] is not first
+
+
+def test_teacher_index_out_of_range_says_the_valid_range():
+    net = nn.Sequential(nn.Linear(4, 3))
+    store = SnapshotStore("full")
+    with pytest.raises(IndexError, match=r"holds 0 \(valid indices: none yet"):
+        store.teacher(0)
+    store.record(net, classes=[0])
+    store.record(net, classes=[1])
+    with pytest.raises(IndexError, match=r"no snapshot -1: the store holds 2 \(valid indices: 0\.\.1"):
+        store.teacher(-1)

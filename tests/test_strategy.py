@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
@@ -219,7 +221,7 @@ def test_distillation_options_out_of_range(option, mlp):
         M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), **option)
 
 
-def test_stream_with_task_labels_is_rejected(digits, mlp):
+def test_stream_with_task_labels_is_rejected_at_the_first_experience(digits, mlp):
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -227,9 +229,12 @@ def test_stream_with_task_labels_is_rejected(digits, mlp):
     benchmark = nc_benchmark(data, data, n_experiences=5, task_labels=True, seed=0)
     model = mlp()
     strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), evaluator=_evaluator(), mem_size=0)
-    strategy.train(benchmark.train_stream[0])  # task label 0: fine
-    with pytest.raises(ValueError, match="task labels"):
-        strategy.train(benchmark.train_stream[1])
+    before = copy.deepcopy(model.state_dict())
+    # Experience 0 has task label 0; experience 1 has 1: refused before any training.
+    with pytest.raises(ValueError, match=r"Experience 1 has task labels \[1\]"):
+        strategy.train(benchmark.train_stream[0])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert len(strategy.snapshots) == 0
 
 
 def test_repeated_classes_are_rejected(digits, mlp):
@@ -426,3 +431,79 @@ def test_restore_released_at_end_of_experience_only_changes_the_model_between_ex
         assert torch.equal(value[kept], dense_state[name][kept]), name
     with pytest.raises(ValueError, match="restore_released_at"):
         M2KDStrategy(sparse.model, torch.optim.SGD(sparse.model.parameters(), lr=0.1), restore_released_at="later")
+
+
+# ------------------------------------------------------ odd inputs (each a user's case)
+class _HeadBeforeAux(nn.Module):
+    """The real head ``fc`` registered before an auxiliary linear layer ``aux``."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(64, 32), nn.ReLU())
+        self.fc = nn.Linear(32, 10)
+        self.aux = nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def test_wrong_head_found_is_refused_before_training_and_names_the_real_one(digits):
+    model = _HeadBeforeAux()
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), evaluator=_evaluator(), mem_size=20)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=r"head found, 'aux', does not produce.*'fc' does\. Pass head_name='fc'"):
+        strategy.train(digits.train_stream[0])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    model = _HeadBeforeAux()
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), evaluator=_evaluator(),
+                            mem_size=20, head_name="fc")
+    for exp in digits.train_stream[:2]:
+        strategy.train(exp)
+    assert len(strategy.snapshots) == 2
+
+
+def test_wrong_head_is_refused_for_a_distillation_plugin_alone(digits):
+    model = _HeadBeforeAux()
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=32,
+                     plugins=[MultiLevelDistillationPlugin()], evaluator=_evaluator())
+    with pytest.raises(ValueError, match="Pass head_name='fc'"):
+        strategy.train(digits.train_stream[0])
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(train_epochs=2.0), r"`train_epochs` to be an int >= 1, but got 2\.0"),
+        (dict(train_epochs=0), r"`train_epochs` to be an int >= 1, but got 0"),
+        (dict(train_epochs=2, post_prune_epochs=2), r"`post_prune_epochs` to be < train_epochs=2"),
+        (dict(feature_loss="l2"), r"`feature_loss` to be one of \('normalized_mse', 'mse', 'attention'\)"),
+        (dict(feature_teachers="first"), "`feature_teachers`"),
+        (dict(feat_weight=-1.0), "`feat_weight`"),
+        (dict(mm_weight=-1.0), "`mm_weight`"),
+    ],
+)
+def test_training_options_are_refused_at_construction(options, message, mlp):
+    model = mlp()
+    with pytest.raises(ValueError, match=message):
+        M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), **options)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_cuda_device_without_a_gpu_is_refused_at_construction(mlp):
+    model = mlp()
+    with pytest.raises(ValueError, match=r"device='cuda' but torch sees no CUDA device here.*device='cpu'"):
+        M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), device="cuda")
+
+
+def test_feature_plugin_names_its_own_loss_argument():
+    with pytest.raises(ValueError, match=r"Expected argument `loss` to be one of"):
+        MultiLevelDistillationPlugin(loss="l2")
+
+
+def test_unknown_layer_suggests_the_closest_names(mlp):
+    model = nn.Sequential()
+    for i in range(70):
+        model.add_module(f"block{i}", nn.Linear(4, 4))
+    with pytest.raises(ValueError, match=r"Unknown layer 'blok12'.*Did you mean 'block12'.*\(70 in all\)"):
+        M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), feature_layers=["blok12"])

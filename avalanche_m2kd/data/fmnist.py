@@ -167,9 +167,11 @@ def split_fmnist(
     if not fashion_mnist_ready(dataset_root):
         raise FashionMNISTNotFoundError(
             f"Fashion-MNIST is not unpacked under {_raw(dataset_root)} (expected "
-            f"{', '.join(FMNIST_FILES)}). Run `python -m benchmarks.compare prepare "
-            f"--root {dataset_root}` (it unpacks Debian's dataset-fashion-mnist files), "
-            "or put the four unpacked idx files there"
+            f"{', '.join(FMNIST_FILES)}). Unpack Debian's dataset-fashion-mnist files "
+            "there with `python -c \"from avalanche_m2kd.data import prepare_fashion_mnist; "
+            f"prepare_fashion_mnist('{dataset_root}')\"` (from a clone: `python -m "
+            f"benchmarks.compare prepare --root {dataset_root}`), or put the four "
+            "unpacked idx files there"
         )
     train, test = get_fmnist_dataset(str(Path(dataset_root).expanduser()))
     train_set: Dataset = train if max_train_per_class is None else _ClassSubset(train, max_train_per_class)

@@ -9,12 +9,13 @@ from avalanche.training.plugins import SupervisedPlugin
 from torch import Tensor
 
 from avalanche_m2kd.snapshots import (
-    FrozenTeacher,
     SnapshotStore,
     TeacherBatchNorm,
     validate_teacher_dtype,
 )
-from avalanche_m2kd.stream import check_class_incremental, experience_classes
+from avalanche_m2kd.features import check_head
+from avalanche_m2kd.options import check_choice
+from avalanche_m2kd.stream import check_class_incremental, experience_classes, probe_input
 
 TeacherSet = Literal["all", "last"]
 
@@ -44,10 +45,7 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
         cache_teachers: Optional[bool] = None,
     ):
         super().__init__()
-        if teacher_bn not in ("batch", "running"):
-            raise ValueError(
-                f"Expected argument `teacher_bn` to be 'batch' or 'running', but got {teacher_bn!r}"
-            )
+        check_choice(teacher_bn, TeacherBatchNorm, "teacher_bn")
         self.teacher_bn: TeacherBatchNorm = teacher_bn
         self.teacher_dtype = teacher_dtype
         self.owns_store = store is None
@@ -70,11 +68,6 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
     def teacher_dtype(self, value: Optional[torch.dtype]) -> None:
         self._teacher_dtype = validate_teacher_dtype(value)
 
-    @staticmethod
-    def _check_teachers(value: str, name: str) -> None:
-        if value not in ("all", "last"):
-            raise ValueError(f"Expected argument `{name}` to be 'all' or 'last', but got {value!r}")
-
     def teacher_ids(self, which: TeacherSet) -> list[int]:
         """0-based snapshot indices that teach the current experience."""
         n = len(self.store)
@@ -84,8 +77,7 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
 
     def run_teacher(self, k: int, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and features of teacher ``k`` on ``x``, with this plugin's options."""
-        teacher: FrozenTeacher = self.store.teacher(k)
-        return teacher.run(x, self.teacher_bn, self.teacher_dtype)
+        return self.store.run_teacher(k, x, self.teacher_bn, self.teacher_dtype)
 
     def before_training_exp(self, strategy, *args, **kwargs):
         device = getattr(strategy, "device", None)
@@ -94,6 +86,10 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
         if self.owns_store:
             check_class_incremental(strategy.experience, self.store.classes)
         self.store.bind(strategy.model)
+        if self.owns_store and len(self.store) == 0:
+            x = probe_input(strategy.experience, strategy.device)
+            if x is not None:
+                check_head(strategy.model, self.store.head_name, x)  # type: ignore[arg-type]
 
     def teacher_outputs(self, strategy) -> Any:
         """What the plugin's loss needs from the teachers on ``strategy.mb_x``
@@ -125,6 +121,7 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
             self.store.load_state_dict(state["store"])
 
     def after_training_iteration(self, strategy, *args, **kwargs):
+        self.store.end_step()
         if not self.store.cache_teachers:
             self.store.release_teachers()
 

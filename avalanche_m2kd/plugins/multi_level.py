@@ -9,12 +9,11 @@ from torch import Tensor
 
 from avalanche_m2kd.features import INPUT_SUFFIX, FeatureCapture, find_head, resolve_layer_specs
 from avalanche_m2kd.losses import FeatureLoss, multi_level_distillation_loss
+from avalanche_m2kd.options import check_choice
 from avalanche_m2kd.plugins._teachers import TeacherPlugin, TeacherSet
 from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm
 
 __all__ = ["MultiLevelDistillationPlugin"]
-
-_FEATURE_LOSSES = ("normalized_mse", "mse", "attention")
 
 
 class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
@@ -62,15 +61,12 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         cache_teachers: Optional[bool] = None,
     ) -> None:
         super().__init__(store, head_name, teacher_bn, teacher_dtype, cache_teachers)
-        if loss not in _FEATURE_LOSSES:
-            raise ValueError(
-                f"Expected argument `feature_loss` to be one of {_FEATURE_LOSSES}, but got {loss!r}"
-            )
+        check_choice(loss, FeatureLoss, "loss")
         if weight < 0:
             raise ValueError(f"Expected argument `weight` to be >= 0, but got {weight}")
         if feature_layers is not None and isinstance(feature_layers, str):
             feature_layers = [feature_layers]
-        self._check_teachers(teachers, "feature_teachers")
+        check_choice(teachers, TeacherSet, "teachers")
         self.feature_layers = None if feature_layers is None else list(feature_layers)
         self.head_name = head_name
         self.loss = loss

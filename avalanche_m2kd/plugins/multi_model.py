@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from avalanche_m2kd.losses import TeacherSlice, multi_model_distillation_loss, sample_teachers, teacher_slices
+from avalanche_m2kd.options import check_choice
 from avalanche_m2kd.plugins._teachers import TeacherPlugin, TeacherSet
 from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm
 
@@ -94,12 +95,8 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
             raise ValueError(f"Expected argument `temperature` to be > 0, but got {temperature}")
         if weight < 0:
             raise ValueError(f"Expected argument `weight` to be >= 0, but got {weight}")
-        if teacher_slice not in ("own", "cumulative"):
-            raise ValueError(
-                "Expected argument `teacher_slice` to be 'own' or 'cumulative', but got "
-                f"{teacher_slice!r}"
-            )
-        self._check_teachers(teachers, "teachers")
+        check_choice(teacher_slice, TeacherSlice, "teacher_slice")
+        check_choice(teachers, TeacherSet, "teachers")
         self.temperature = temperature
         self.weight = weight
         self.teacher_slice: TeacherSlice = teacher_slice

@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Any, Literal, Optional
 
 import torch
+import torch.distributed as dist
 from avalanche.training.plugins import SupervisedPlugin
 
+from avalanche_m2kd.batchnorm import batch_norm_layers, recalibrate_batch_norm
 from avalanche_m2kd.pruning import PruneRatio, keep_fraction, validate_prune_ratio
 from avalanche_m2kd.snapshots import SnapshotMode, SnapshotStore
-from avalanche_m2kd.stream import check_class_incremental, experience_classes, stream_length
+from avalanche_m2kd.features import check_head
+from avalanche_m2kd.stream import (
+    check_class_incremental,
+    experience_classes,
+    probe_input,
+    stream_length,
+)
 
 __all__ = ["ReleasedRestore", "SnapshotMaskingPlugin"]
 
@@ -29,9 +37,14 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
     * after epoch ``train_epochs - post_prune_epochs``: the free weights are pruned
       per layer by magnitude (:meth:`SnapshotStore.prune`); the remaining epochs
       fine-tune the kept weights with the released ones held at zero.
-    * ``after_training_exp``: the snapshot is recorded. The released weights are
+    * ``after_training_exp``: the frozen and released weights are set back to
+      their held values (whatever another plugin loaded meanwhile, e.g. Avalanche's
+      ``EarlyStoppingPlugin`` restoring its best, pre-pruning weights), the
+      BatchNorm running statistics are re-estimated for the pruned weights
+      (``recalibrate_bn``) and the snapshot is recorded. The released weights are
       zero in it; the next experience starts them from their pre-pruning values
-      (``warm_start_released``).
+      (``warm_start_released``). The owned weights' fingerprint is kept, and the
+      next experience refuses to start if something changed them in between.
 
     In ``pruned`` and ``full`` modes nothing is frozen: the finished model is stored
     (pruned to ``1 - prune_ratio`` density, or whole) at ``after_training_exp``.
@@ -66,6 +79,12 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
             next experience's starting weights are the same either way. On Split
             Fashion-MNIST (3 seeds) the dense model was the worse one: average
             incremental accuracy 0.641 vs 0.668 (2+1), 0.752 vs 0.777 (5x2).
+        recalibrate_bn: ``nested``: before the snapshot is recorded, re-estimate
+            the BatchNorm running statistics of the pruned model on one pass over
+            the experience's training mini-batches (new and replayed samples, as
+            trained), so that the snapshot, the model evaluated between
+            experiences, herding and eval-mode teachers do not normalise with the
+            dense model's statistics. Default True (ours; the README's Results).
 
     Attributes:
         store: the :class:`SnapshotStore` (share it with the distillation plugins).
@@ -80,6 +99,7 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
         n_experiences: Optional[int] = None,
         warm_start_released: bool = True,
         restore_released_at: ReleasedRestore = "next_experience",
+        recalibrate_bn: bool = True,
     ) -> None:
         super().__init__()
         if prune_ratio is None:
@@ -111,7 +131,11 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
                 f"'end_of_experience', but got {restore_released_at!r}"
             )
         self.restore_released_at = restore_released_at
+        if not isinstance(recalibrate_bn, bool):
+            raise ValueError(f"Expected argument `recalibrate_bn` to be a bool, but got {recalibrate_bn!r}")
+        self.recalibrate_bn = recalibrate_bn
         self._released: dict[str, torch.Tensor] = {}
+        self._fingerprint: Optional[dict[str, torch.Tensor]] = None
         self._epoch = 0
         self._pruned = False
 
@@ -130,6 +154,64 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
         params = dict(model.named_parameters())
         self._trainable = {n: m for n, m in trainable.items() if not bool(m.all())}
         self._held = {n: params[n].detach().clone() for n in self._trainable}
+
+    @torch.no_grad()
+    def _reapply_held(self, model) -> None:
+        """Set every weight that must not train back to its held value.
+
+        During training :meth:`after_update` does this after each step; a plugin
+        that loads weights (a best-model reload) without a step after it would
+        otherwise leave frozen or released weights changed.
+        """
+        params = dict(model.named_parameters())
+        for name, mask in self._trainable.items():
+            p = params[name]
+            p.copy_(torch.where(mask, p, self._held[name].to(p.device)))
+
+    @torch.no_grad()
+    def _owned_fingerprint(self, model) -> dict[str, torch.Tensor]:
+        """Per layer, two float64 sums of the owned weights (plain, position-weighted):
+        any change of an owned weight changes them (unless it cancels exactly)."""
+        params = dict(model.named_parameters())
+        out = {}
+        for name, owner in self.store.owners.items():
+            w = params[name].detach().reshape(-1).double()
+            owned = owner.reshape(-1).to(w.device) > 0
+            position = torch.arange(1, w.numel() + 1, dtype=torch.float64, device=w.device)
+            w = torch.where(owned, w, torch.zeros((), dtype=w.dtype, device=w.device))
+            out[name] = torch.stack([w.sum(), (w * position).sum()])
+        return out
+
+    def _check_owned_unchanged(self, strategy) -> None:
+        if self._fingerprint is None:
+            return
+        now = self._owned_fingerprint(strategy.model)
+        changed = [n for n, f in self._fingerprint.items() if not torch.equal(f, now[n].to(f.device))]
+        if changed:
+            raise RuntimeError(
+                f"Weights of the {len(self.store)} nested snapshot(s) changed after they were "
+                f"recorded, in {len(changed)} layer(s) (e.g. {changed[0]!r}): the nested "
+                "store keeps every snapshot inside the live model's weights, so nothing may "
+                "modify them between experiences (a best-model reload or load_state_dict "
+                "placed after M2KD's plugins, a weight initialiser, ...). Load weights during "
+                "the experience (EarlyStoppingPlugin is supported), resume with "
+                "avalanche_m2kd.checkpoint, or use snapshot_mode='full'"
+            )
+
+    def _recalibrate(self, strategy) -> None:
+        """Re-estimate BatchNorm statistics on the experience's training mini-batches."""
+        model = strategy.model
+        if not batch_norm_layers(model):
+            return
+        loader = getattr(strategy, "dataloader", None)
+        if loader is None:
+            return
+        device = strategy.device
+        recalibrate_batch_norm(model, (mb[0].to(device) for mb in loader))
+        if dist.is_available() and dist.is_initialized():  # every rank takes rank 0's
+            for layer in batch_norm_layers(model):
+                for buffer in (layer.running_mean, layer.running_var, layer.num_batches_tracked):
+                    dist.broadcast(buffer, src=0)
 
     @torch.no_grad()
     def _restore_released(self, model) -> None:
@@ -171,11 +253,16 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
         self.store.load_state_dict(state["store"])
         self._released = dict(state["released"])
         self._trainable, self._held = {}, {}
+        self._fingerprint = None  # the loaded weights are the reference
 
     # ------------------------------------------------------------------- hooks
     def before_training_exp(self, strategy, *args, **kwargs):
         check_class_incremental(strategy.experience, self.store.classes)
         self.store.bind(strategy.model)
+        if len(self.store) == 0:  # the head must be the module producing the output
+            x = probe_input(strategy.experience, strategy.device)
+            if x is not None:
+                check_head(strategy.model, self.store.head_name, x)  # type: ignore[arg-type]
         self._epoch, self._pruned = 0, False
         if self.mode != "nested":
             return
@@ -194,6 +281,7 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
                 "Use prune_ratio='fair' (shares each layer over the stream), a larger "
                 "prune_ratio, or snapshot_mode='pruned' / 'full'"
             )
+        self._check_owned_unchanged(strategy)
         self._restore_released(strategy.model)
         self._hold(strategy.model, self.store.free_masks())
 
@@ -221,9 +309,15 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
             self._prune(strategy)
 
     def after_training_exp(self, strategy, *args, **kwargs):
-        if self.mode == "nested" and not self._pruned:
-            self._prune(strategy)  # early stopping, or no post-prune epoch
+        if self.mode == "nested":
+            self._reapply_held(strategy.model)  # a reload since the last step
+            if not self._pruned:
+                self._prune(strategy)  # early stopping, or no post-prune epoch
+            if self.recalibrate_bn:
+                self._recalibrate(strategy)
         self._trainable, self._held = {}, {}
         self.store.record(strategy.model, experience_classes(strategy.experience))
+        if self.mode == "nested":
+            self._fingerprint = self._owned_fingerprint(strategy.model)
         if self.restore_released_at == "end_of_experience":
             self._restore_released(strategy.model)  # after recording: snapshots unchanged
