@@ -1,15 +1,35 @@
-"""M2KD beside Avalanche's fine-tuning, Replay, LwF and iCaRL on Split Fashion-MNIST.
+"""M2KD beside Avalanche's fine-tuning, Replay, LwF, iCaRL, ER-ACE, DER++ and BiC on Split Fashion-MNIST.
 
 Every method gets the same class order, backbone, optimiser, epochs, mini-batch,
-exemplar budget, exemplar selection (class-balanced herding, except iCaRL's own) and
-seed; only the method changes. Each run writes a JSON record, so an interrupted sweep
-resumes where it stopped; ``report`` turns the records into a Markdown table, a JSON
-summary and a PNG (accuracy per step for every method, and M2KD's accuracy matrix).
+exemplar budget (or total memory), class-balanced exemplar memory and seed; only the
+method changes. The methods are objects in :data:`benchmarks.methods.METHODS`: each
+builds its strategy and counts its own stored bytes. Exemplars are chosen by the
+shared class-balanced herding memory, except by iCaRL (its own herding), ER-ACE and
+DER (their own class-balanced random memories; DER's stores logits with each).
+
+Each run writes a JSON record, so an interrupted sweep resumes where it stopped;
+``report`` turns the records into Markdown tables, a JSON summary and PNGs (accuracy
+per step for every method and M2KD's accuracy matrix; accuracy against total memory).
 
     python -m benchmarks.compare prepare --root data          # unpack Debian's files
     python -m benchmarks.compare run --root data --out results/fmnist --preset cpu
     python -m benchmarks.compare run --root data --out results/fmnist --preset cpu --ablation
+    python -m benchmarks.compare run --root data --out results/fmnist --preset cpu --total-memory
+    python -m benchmarks.compare run --root data --out results/fmnist --class-order permuted \
+        --total-memory 600000 1200000 --methods er-ace der bic m2kd
     python -m benchmarks.compare report --out results/fmnist
+
+``--class-order permuted`` orders the 10 classes by
+``numpy.random.RandomState(seed).permutation(10)`` for each seed (PyCIL's way of
+seeding its order); ``fixed`` (default) is 0..9 for every seed.
+
+``--total-memory BYTES [BYTES ...]`` gives every method the same total memory instead of
+the same exemplar count: what a method stores besides exemplars (M2KD's snapshot
+store, LwF's, iCaRL's and BiC's previous model, BiC's validation split, DER's logits)
+is charged against it and the rest buys exemplars
+(:meth:`benchmarks.methods.Method.exemplars_for`). Given alone, it means the bytes of
+200, 1,000 and 2,000 exemplars plus one fp32 model (:func:`default_total_memory`). A
+method whose fixed bytes exceed a total is recorded as over budget, not run.
 
 ``run --wandb`` also logs each run to Weights & Biases through
 :class:`avalanche_m2kd.WandBLogger` (``WANDB_MODE=offline`` works without network): the
@@ -44,24 +64,22 @@ from typing import Any, Optional
 warnings.filterwarnings("ignore", message="no QP solver")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from avalanche.evaluation.metrics import accuracy_metrics  # noqa: E402
-from avalanche.training import ICaRL, LwF, Naive  # noqa: E402
-from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin  # noqa: E402
-from torch import nn  # noqa: E402
 
-from avalanche_m2kd import LogitAdjustedCrossEntropy, M2KDStrategy, WandBLogger  # noqa: E402
+from avalanche_m2kd import WandBLogger  # noqa: E402
 from avalanche_m2kd.data.fmnist import (  # noqa: E402
     DEBIAN_FASHION_MNIST,
     FashionMNISTNotFoundError,
     prepare_fashion_mnist,
     split_fmnist,
 )
-from avalanche_m2kd.exemplars import ClassBalancedBuffer, HeadInputHerding  # noqa: E402
 from avalanche_m2kd.metrics import experience_accuracies  # noqa: E402
 from benchmarks.backbones import FEATURE_STAGES, make_backbone  # noqa: E402
+from benchmarks.methods import BYTE_KINDS, METHODS as REGISTRY, Setting, model_bytes, seed_everything  # noqa: E402
 
-EXEMPLAR_BYTES = 28 * 28  # one Fashion-MNIST image as uint8
+#: Fashion-MNIST: 10 classes of 1x28x28 images (784 bytes each as uint8).
+N_CLASSES, IMAGE_SHAPE = 10, (1, 28, 28)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(backbone="cnn", train_per_class=300, test_per_class=200, epochs=5, batch_size=64,
@@ -73,18 +91,24 @@ PRESETS: dict[str, dict[str, Any]] = {
                 seeds=[0, 1, 2]),
 }
 
-#: Methods of the headline table. Naive has no memory; Replay and iCaRL need one.
-#: ``replay-la`` and ``lwf-la`` are Avalanche's Replay and LwF with M2KD's default
-#: criterion, :class:`~avalanche_m2kd.LogitAdjustedCrossEntropy`, so that LwF-LA and
-#: M2KD differ only in their distillation. ``m2kd-full`` is M2KD with
-#: ``snapshot_mode="full"`` (copies instead of the nested store).
-METHODS = ("naive", "replay", "replay-la", "lwf", "lwf-la", "icarl", "m2kd", "m2kd-full")
+#: Methods of the headline table, in its order (:data:`benchmarks.methods.METHODS`).
+#: Naive has no memory; Replay, iCaRL, ER-ACE, DER and BiC need one. ``replay-la`` and
+#: ``lwf-la`` are Avalanche's Replay and LwF with M2KD's default criterion,
+#: :class:`~avalanche_m2kd.LogitAdjustedCrossEntropy`, so that LwF-LA and M2KD differ
+#: only in their distillation. ``m2kd-full`` is M2KD with ``snapshot_mode="full"``.
+METHODS = tuple(REGISTRY)
+
+#: ``--class-order`` choices (:func:`class_order`).
+CLASS_ORDERS = ("fixed", "permuted")
+
+#: Exemplar counts of :func:`default_total_memory`'s budgets (each plus one model).
+DEFAULT_MEMORY_EXEMPLARS = (200, 1000, 2000)
 
 #: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults (nested
 #: store, ``own`` slice, head-input features, batch-statistics teachers, logit
 #: adjustment; the defaults themselves are the headline's ``m2kd``). ``teacher_dtype``
 #: and ``mixed_precision`` are names of ``torch`` dtypes (records are JSON), turned
-#: into dtypes by :func:`build_strategy`. The component
+#: into dtypes by :class:`benchmarks.methods.M2KDMethod`. The component
 #: variants fix ``teacher_slice="cumulative"``: they were measured before ``own``
 #: became the default, and are kept as they ran.
 _CUM = dict(teacher_slice="cumulative")
@@ -120,84 +144,59 @@ def runs_for(stream: str, budgets: list[int], methods: tuple[str, ...] = METHODS
     pairs = []
     for budget in budgets:
         for method in methods:
-            if method == "naive" and budget > 0 or method in ("replay", "replay-la", "icarl") and budget == 0:
+            use = REGISTRY[method].exemplars
+            if use == "never" and budget > 0 or use == "required" and budget == 0:
                 continue
             pairs.append((method, budget))
     return pairs
 
 
+def class_order(kind: str, seed: int, n_classes: int = N_CLASSES) -> list[int]:
+    """The class order of a run: ``"fixed"`` is ``0..n-1``; ``"permuted"`` is
+    ``numpy.random.RandomState(seed).permutation(n_classes)``, as PyCIL seeds its order
+    (``np.random.seed(seed); np.random.permutation(n)``).
+
+    Example:
+        >>> class_order("permuted", 1993, 100)[:3]  # PyCIL's CIFAR-100 order
+        [68, 56, 78]
+    """
+    if kind == "fixed":
+        return list(range(n_classes))
+    if kind == "permuted":
+        return [int(c) for c in np.random.RandomState(seed).permutation(n_classes)]
+    raise ValueError(f"Expected a class order in {CLASS_ORDERS}, but got {kind!r}")
+
+
+def backbone_bytes(cfg: argparse.Namespace) -> int:
+    """fp32 bytes (parameters and buffers) of ``cfg``'s backbone with a head over all classes."""
+    return model_bytes(make_backbone(cfg.backbone, in_channels=IMAGE_SHAPE[0], n_classes=N_CLASSES,
+                                     width=cfg.width, incremental_head=False))
+
+
+def default_total_memory(cfg: argparse.Namespace) -> list[int]:
+    """The bytes of 200, 1,000 and 2,000 exemplars plus one model of ``cfg``'s backbone."""
+    return [n * math.prod(IMAGE_SHAPE) + backbone_bytes(cfg) for n in DEFAULT_MEMORY_EXEMPLARS]
+
+
 # --------------------------------------------------------------------------- runs
-def _evaluator(loggers: Optional[list] = None) -> EvaluationPlugin:
-    return EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=loggers or [])
+def setting_for(cfg: argparse.Namespace, benchmark, loggers: Optional[list] = None) -> Setting:
+    """The settings every method shares in one run of ``benchmark``."""
+    classes = tuple(tuple(sorted(int(c) for c in exp.classes_in_this_experience)) for exp in benchmark.train_stream)
+    return Setting(n_classes=benchmark.n_classes, experience_classes=classes,
+                   image_shape=tuple(benchmark.train_stream[0].dataset[0][0].shape), backbone=cfg.backbone,
+                   width=cfg.width, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                   weight_decay=cfg.weight_decay, temperature=cfg.temperature, device=cfg.device,
+                   loggers=tuple(loggers or ()))
 
 
-def _shared_buffer(budget: int) -> list:
-    """The replay plugin every buffer-using method shares: class-balanced herding."""
-    if budget == 0:
-        return []
-    return [ReplayPlugin(budget, storage_policy=ClassBalancedBuffer(budget, HeadInputHerding()))]
-
-
-def build_strategy(method: str, budget: int, cfg: argparse.Namespace, n_classes: int, first_classes: int,
-                   options: Optional[dict[str, Any]] = None, loggers: Optional[list] = None):
-    """The Avalanche strategy of ``method`` with the shared settings of ``cfg``."""
-    common = dict(train_mb_size=cfg.batch_size, train_epochs=cfg.epochs, eval_mb_size=256,
-                  device=cfg.device, evaluator=_evaluator(loggers))
-
-    def sgd(model: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-
-    criterion = nn.CrossEntropyLoss()
-    if method == "icarl":
-        net = make_backbone(cfg.backbone, n_classes=n_classes, incremental_head=False, width=cfg.width)
-        return ICaRL(feature_extractor=net.feature_extractor, classifier=net.classifier,
-                     optimizer=torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9,
-                                               weight_decay=cfg.weight_decay),
-                     memory_size=budget, buffer_transform=None, fixed_memory=True, **common)
-    model = make_backbone(cfg.backbone, initial_classes=first_classes, width=cfg.width)
-    if method == "naive":
-        return Naive(model=model, optimizer=sgd(model), criterion=criterion, **common)
-    if method.endswith("-la"):
-        criterion = LogitAdjustedCrossEntropy()
-        method = method[: -len("-la")]
-    if method == "replay":
-        return Naive(model=model, optimizer=sgd(model), criterion=criterion, plugins=_shared_buffer(budget), **common)
-    if method == "lwf":
-        # Avalanche's LwF loss has no T^2 factor: alpha = T^2 gives it M2KD's scale.
-        return LwF(model=model, optimizer=sgd(model), criterion=criterion, alpha=cfg.temperature ** 2,
-                   temperature=cfg.temperature, plugins=_shared_buffer(budget), **common)
-    if method in ("m2kd", "m2kd-full"):
-        options = dict(options or {})
-        options.setdefault("temperature", cfg.temperature)
-        if method == "m2kd-full":
-            options.setdefault("snapshot_mode", "full")
-        plugins = options.pop("plugins", None)
-        for key in ("teacher_dtype", "mixed_precision"):  # dtype names in the JSON records
-            if options.get(key) is not None:
-                options[key] = getattr(torch, options[key])
-        return M2KDStrategy(model, sgd(model), criterion, mem_size=budget, plugins=plugins, **options, **common)
-    raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}")
-
-
-def _model_bytes(model: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
-
-
-def _memory_bytes(method: str, strategy) -> tuple[int, int]:
-    """(snapshot bytes, exemplar bytes) the method holds after training."""
-    exemplars = 0
-    for plugin in strategy.plugins:
-        if isinstance(plugin, ReplayPlugin):
-            exemplars = len(plugin.storage_policy.buffer)
-        if type(plugin).__name__ == "_ICaRLPlugin":
-            exemplars = sum(len(x) for x in plugin.x_memory)
-    if method.startswith("m2kd"):
-        snapshots = strategy.snapshots.nbytes()
-    elif method in ("lwf", "lwf-la", "icarl"):
-        snapshots = _model_bytes(strategy.model)  # the one previous model they keep
-    else:
-        snapshots = 0
-    return int(snapshots), exemplars * EXEMPLAR_BYTES
+def _plan(method: str, budget: int, setting: Setting, options: Optional[dict[str, Any]],
+          total_memory: Optional[int]) -> tuple[Optional[int], int]:
+    """(exemplars, predicted fixed bytes) of a run: ``budget`` exemplars, or what
+    ``total_memory`` buys (``None``: it does not fit)."""
+    fixed = REGISTRY[method].fixed_bytes(setting, options)
+    if total_memory is None:
+        return budget, fixed
+    return REGISTRY[method].exemplars_for(total_memory, setting, options), fixed
 
 
 def forgetting(matrix: list[list[Optional[float]]]) -> list[float]:
@@ -215,21 +214,46 @@ def forgetting(matrix: list[list[Optional[float]]]) -> list[float]:
 
 
 def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Namespace,
-            options: Optional[dict[str, Any]] = None, variant: Optional[str] = None) -> dict[str, Any]:
-    """Train ``method`` over ``stream`` and return its record (see the module docstring)."""
-    torch.manual_seed(seed)
-    benchmark = split_fmnist(stream, dataset_root=cfg.root, max_train_per_class=cfg.train_per_class,
-                             max_test_per_class=cfg.test_per_class)
-    first = len(benchmark.train_stream[0].classes_in_this_experience)
+            options: Optional[dict[str, Any]] = None, variant: Optional[str] = None,
+            total_memory: Optional[int] = None) -> dict[str, Any]:
+    """Train ``method`` over ``stream`` and return its record (see the module docstring).
+
+    Args:
+        method: a name in :data:`METHODS`.
+        budget: exemplars (ignored with ``total_memory``).
+        stream, seed: the stream name and the seed of torch, NumPy, ``random`` and
+            (``--class-order permuted``) the class order.
+        cfg: the parsed ``run`` options.
+        options: the method's hyper-parameters over its defaults (M2KD's ablation).
+        variant: the ablation variant's name.
+        total_memory: bytes shared by exemplars and everything else the method stores.
+
+    Returns:
+        The record; with ``total_memory`` too small for the method, a record with
+        ``over_budget=True`` and no accuracies (nothing trained).
+    """
+    seed_everything(seed)
+    order_kind = getattr(cfg, "class_order", "fixed")
+    order = class_order(order_kind, seed)
+    benchmark = split_fmnist(stream, dataset_root=cfg.root, class_order=order,
+                             max_train_per_class=cfg.train_per_class, max_test_per_class=cfg.test_per_class)
+    setting = setting_for(cfg, benchmark)
+    n_exemplars, fixed = _plan(method, budget, setting, options, total_memory)
+    base = dict(method=method, variant=variant or method, options=options or {}, stream=stream, seed=seed,
+                class_order=order_kind, classes=order, total_memory=total_memory, predicted_fixed_bytes=fixed)
+    if n_exemplars is None:
+        return dict(base, budget=0, over_budget=True)
     wandb_logger = None
     if getattr(cfg, "wandb", False):
         config = {k: v for k, v in vars(cfg).items() if k != "func"}
-        config.update(method=method, variant=variant or method, budget=budget, stream=stream, seed=seed,
+        config.update(method=method, variant=variant or method, budget=n_exemplars, stream=stream, seed=seed,
+                      class_order=order_kind, classes=order, total_memory=total_memory,
                       options={k: v for k, v in (options or {}).items() if k != "plugins"})
         wandb_logger = WandBLogger(project_name=cfg.wandb_project, config=config, dir=cfg.out,
-                                   run_name=f"{variant or method}-{stream}-b{budget}-s{seed}")
-    strategy = build_strategy(method, budget, cfg, benchmark.n_classes, first, options,
-                              loggers=[wandb_logger] if wandb_logger else None)
+                                   run_name=f"{variant or method}-{stream}-b{n_exemplars}-s{seed}")
+        setting = setting_for(cfg, benchmark, loggers=[wandb_logger])
+    seed_everything(seed)  # again: nothing before the strategy (a W&B run id) may shift its draws
+    strategy = REGISTRY[method].build(n_exemplars, setting, options)
     sizes = [len(e.dataset) for e in benchmark.test_stream]
     matrix: list[list[Optional[float]]] = []
     start = time.perf_counter()
@@ -241,7 +265,7 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         train_time += time.perf_counter() - t0
         accs = experience_accuracies(strategy.eval(benchmark.test_stream[: t + 1], num_workers=0))
         matrix.append([accs[j] if j <= t else None for j in range(len(sizes))])
-        print(f"  [{method}/{budget}/{stream}/s{seed}{'/' + variant if variant else ''}] step {t + 1}: "
+        print(f"  [{method}/{n_exemplars}/{stream}/s{seed}{'/' + variant if variant else ''}] step {t + 1}: "
               f"{[round(accs[j], 3) for j in range(t + 1)]}", flush=True)
     acc, old, new = [], [], []
     for t, row in enumerate(matrix):
@@ -250,14 +274,14 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         old_n = sum(sizes[:t])
         old.append(sum(row[j] * sizes[j] for j in range(t)) / old_n if t else None)
         new.append(row[t])
-    snapshot_bytes, exemplar_bytes = _memory_bytes(method, strategy)
+    stored = REGISTRY[method].stored_bytes(strategy, setting)
     record = dict(
-        method=method, variant=variant or method, options=options or {}, budget=budget, stream=stream,
-        seed=seed, accuracy=acc, old_accuracy=old, new_accuracy=new, forgetting=forgetting(matrix),
+        base, budget=n_exemplars, accuracy=acc, old_accuracy=old, new_accuracy=new, forgetting=forgetting(matrix),
         matrix=matrix, average_incremental_accuracy=sum(acc) / len(acc), final_accuracy=acc[-1],
         final_old_accuracy=old[-1], wall_time_s=time.perf_counter() - start, train_time_s=train_time,
-        snapshot_bytes=snapshot_bytes, exemplar_bytes=exemplar_bytes,
-        model_bytes=_model_bytes(strategy.model),
+        stored_bytes=stored, stored_total=sum(stored.values()),
+        snapshot_bytes=stored["models"] + stored["snapshots"], exemplar_bytes=stored["exemplars"],
+        model_bytes=model_bytes(strategy.model),
         config={k: v for k, v in vars(cfg).items() if k not in ("func",)},
         torch=torch.__version__, threads=torch.get_num_threads(),
     )
@@ -281,13 +305,17 @@ def _log_to_wandb(logger: WandBLogger, record: dict[str, Any]) -> None:
     logger.run.log({"accuracy_matrix": table})
     logger.run.summary.update({k: record[k] for k in (
         "average_incremental_accuracy", "final_accuracy", "final_old_accuracy", "snapshot_bytes",
-        "exemplar_bytes", "model_bytes", "wall_time_s")})
+        "exemplar_bytes", "stored_total", "model_bytes", "wall_time_s")})
     logger.close()
 
 
-def _record_path(out: Path, kind: str, name: str, budget: int, stream: str, seed: int) -> Path:
+def _record_path(out: Path, kind: str, name: str, budget: int, stream: str, seed: int,
+                 order: str = "fixed") -> Path:
+    """Where a run's record lives; ``budget`` is the total memory for ``kind="memory"``."""
     safe = "".join(c if c.isalnum() else "-" for c in name).strip("-")
-    return out / "runs" / kind / f"{stream.replace('+', 'p')}_{safe}_b{budget}_s{seed}.json"
+    size = f"m{budget}" if kind == "memory" else f"b{budget}"
+    suffix = "" if order == "fixed" else f"_{order}"
+    return out / "runs" / kind / f"{stream.replace('+', 'p')}_{safe}_{size}_s{seed}{suffix}.json"
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -297,9 +325,8 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def cmd_run(cfg: argparse.Namespace) -> None:
-    """Run every missing (method or variant, budget, stream, seed) and write its record."""
-    out = Path(cfg.out)
+def _jobs(cfg: argparse.Namespace) -> list[tuple[str, str, Optional[dict], int, str, int]]:
+    """Every (kind, method or variant, options, budget or total memory, stream, seed) of ``cfg``."""
     jobs: list[tuple[str, str, Optional[dict], int, str, int]] = []
     for seed in cfg.seeds:
         for stream in cfg.streams:
@@ -309,21 +336,40 @@ def cmd_run(cfg: argparse.Namespace) -> None:
                         continue
                     for budget in cfg.ablation_budgets:
                         jobs.append(("ablation", name, options, budget, stream, seed))
+            elif cfg.total_memory is not None:
+                for total in cfg.total_memory:
+                    for method in cfg.methods:
+                        if REGISTRY[method].exemplars != "never":  # naive stores nothing: see its budget-0 row
+                            jobs.append(("memory", method, None, total, stream, seed))
             else:
                 for method, budget in runs_for(stream, cfg.budgets, tuple(cfg.methods)):
                     jobs.append(("headline", method, None, budget, stream, seed))
+    return jobs
+
+
+def cmd_run(cfg: argparse.Namespace) -> None:
+    """Run every missing (method or variant, budget or total memory, stream, seed) and write its record."""
+    out = Path(cfg.out)
+    jobs = _jobs(cfg)
     start = time.perf_counter()
     for i, (kind, name, options, budget, stream, seed) in enumerate(jobs):
-        path = _record_path(out, kind, name, budget, stream, seed)
+        path = _record_path(out, kind, name, budget, stream, seed, cfg.class_order)
         if path.exists():
             continue
         method = "m2kd" if kind == "ablation" else name
-        print(f"[{i + 1}/{len(jobs)}] {kind} {name} budget={budget} stream={stream} seed={seed} "
+        size = f"total_memory={budget}" if kind == "memory" else f"budget={budget}"
+        print(f"[{i + 1}/{len(jobs)}] {kind} {name} {size} stream={stream} seed={seed} order={cfg.class_order} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
-        record = run_one(method, budget, stream, seed, cfg, options, variant=name if kind == "ablation" else None)
+        total = budget if kind == "memory" else None
+        record = run_one(method, budget, stream, seed, cfg, options, variant=name if kind == "ablation" else None,
+                         total_memory=total)
         record["kind"] = kind
         _write_atomic(path, json.dumps(record, indent=1))
-        print(f"    final {record['final_accuracy']:.4f}, avg inc {record['average_incremental_accuracy']:.4f}, "
+        if record.get("over_budget"):
+            print(f"    over budget: it stores {record['predicted_fixed_bytes']} bytes besides exemplars", flush=True)
+            continue
+        print(f"    {record['budget']} exemplars, stored {record['stored_total']} bytes; final "
+              f"{record['final_accuracy']:.4f}, avg inc {record['average_incremental_accuracy']:.4f}, "
               f"{record['wall_time_s']:.1f} s", flush=True)
     print(f"done: {len(jobs)} runs in {out / 'runs'} ({time.perf_counter() - start:.0f} s)")
 
@@ -335,20 +381,39 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def _with_defaults(record: dict[str, Any]) -> dict[str, Any]:
+    """A record with the fields older records lack: fixed class order, no total
+    memory, stored bytes from their snapshot and exemplar bytes."""
+    r = dict(record)
+    r.setdefault("kind", "headline")
+    r.setdefault("class_order", "fixed")
+    r.setdefault("total_memory", None)
+    if "stored_bytes" not in r and not r.get("over_budget"):
+        r["stored_bytes"] = dict.fromkeys(BYTE_KINDS, 0)
+        r["stored_bytes"].update(snapshots=r["snapshot_bytes"], exemplars=r["exemplar_bytes"])
+        r["stored_total"] = r["snapshot_bytes"] + r["exemplar_bytes"]
+    return r
+
+
 def load_records(out: Path) -> list[dict[str, Any]]:
-    """Every run record under ``out/runs``."""
-    return [json.loads(p.read_text()) for p in sorted((out / "runs").rglob("*.json"))]
+    """Every run record under ``out/runs`` (older records completed by :func:`_with_defaults`)."""
+    return [_with_defaults(json.loads(p.read_text())) for p in sorted((out / "runs").rglob("*.json"))]
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Group records by (kind, stream, budget, variant) with means and stds over seeds."""
+    """Group records by (kind, class order, stream, total memory, budget, variant) with
+    means and stds over seeds; records of runs over budget are left out."""
     groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault((r.get("kind", "headline"), r["stream"], r["budget"], r["variant"]), []).append(r)
+    for r in map(_with_defaults, records):
+        if r.get("over_budget"):
+            continue
+        key = (r["kind"], r["class_order"], r["stream"], r["total_memory"], r["budget"], r["variant"])
+        groups.setdefault(key, []).append(r)
     rows = []
-    for (kind, stream, budget, variant), rs in groups.items():
+    for (kind, order, stream, total, budget, variant), rs in groups.items():
         rows.append(dict(
-            kind=kind, stream=stream, budget=budget, variant=variant, seeds=sorted(r["seed"] for r in rs),
+            kind=kind, class_order=order, stream=stream, total_memory=total, budget=budget, variant=variant,
+            seeds=sorted(r["seed"] for r in rs),
             average_incremental_accuracy=[r["average_incremental_accuracy"] for r in rs],
             final_accuracy=[r["final_accuracy"] for r in rs],
             final_old_accuracy=[r["final_old_accuracy"] for r in rs],
@@ -360,67 +425,127 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             new_accuracy_per_step=[statistics.mean(v) for v in zip(*(r["new_accuracy"] for r in rs))],
             wall_time_s=statistics.mean(r["wall_time_s"] for r in rs),
             snapshot_bytes=rs[0]["snapshot_bytes"], exemplar_bytes=rs[0]["exemplar_bytes"],
+            stored_bytes=rs[0]["stored_bytes"], stored_total=max(r["stored_total"] for r in rs),
             model_bytes=rs[0]["model_bytes"],
         ))
     order = {m: i for i, m in enumerate(METHODS)}
-    rows.sort(key=lambda r: (r["kind"], r["stream"], r["budget"], order.get(r["variant"], 99), r["variant"]))
+    rows.sort(key=lambda r: (r["kind"], r["class_order"], r["stream"], r["total_memory"] or 0, r["budget"],
+                             order.get(r["variant"], 99), r["variant"]))
     return rows
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """The Markdown tables of :func:`summarize`'s rows, one per (kind, stream)."""
+def _other_bytes(row: dict[str, Any]) -> int:
+    """Stored bytes that are neither snapshots/models nor replay exemplars."""
+    return sum(row["stored_bytes"][k] for k in ("validation", "logits", "other"))
+
+
+def markdown(rows: list[dict[str, Any]], records: Optional[list[dict[str, Any]]] = None) -> str:
+    """The Markdown tables of :func:`summarize`'s rows: one per (kind, class order,
+    stream), old/new-class accuracy per step for the headline, and the total-memory
+    tables (:func:`memory_markdown`) when there are ``kind="memory"`` runs."""
     lines: list[str] = []
     current = None
     for r in rows:
-        if (r["kind"], r["stream"]) != current:
-            current = (r["kind"], r["stream"])
-            lines += ["", f"**{r['kind']}, stream {r['stream']}** (mean ± std over the seeds run)", "",
+        if (r["kind"], r["class_order"], r["stream"]) != current:
+            current = (r["kind"], r["class_order"], r["stream"])
+            lines += ["", f"**{r['kind']}, stream {r['stream']}, {r['class_order']} class order** "
+                      "(mean ± std over the seeds run)", "",
                       "| method | budget | seeds | avg. incr. acc. | final acc. | final old | final new | "
-                      "forgetting | wall s | snapshots KiB | exemplars KiB |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "forgetting | wall s | snapshots KiB | exemplars KiB | other KiB | stored KiB |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         lines.append(
             f"| {r['variant']} | {r['budget']} | {len(r['seeds'])} | {_mean_std(r['average_incremental_accuracy'])} | "
             f"{_mean_std(r['final_accuracy'])} | {_mean_std(r['final_old_accuracy'])} | "
             f"{_mean_std(r['final_new_accuracy'])} | {_mean_std(r['final_forgetting'])} | "
-            f"{r['wall_time_s']:.0f} | {r['snapshot_bytes'] / 1024:.0f} | {r['exemplar_bytes'] / 1024:.0f} |"
+            f"{r['wall_time_s']:.0f} | {r['snapshot_bytes'] / 1024:.0f} | {r['exemplar_bytes'] / 1024:.0f} | "
+            f"{_other_bytes(r) / 1024:.0f} | {r['stored_total'] / 1024:.0f} |"
         )
-    for stream, budget in sorted({(r["stream"], r["budget"]) for r in rows if r["kind"] == "headline"}):
-        group = [r for r in rows if r["kind"] == "headline" and (r["stream"], r["budget"]) == (stream, budget)]
+    head = [r for r in rows if r["kind"] == "headline"]
+    for order, stream, budget in sorted({(r["class_order"], r["stream"], r["budget"]) for r in head}):
+        group = [r for r in head if (r["class_order"], r["stream"], r["budget"]) == (order, stream, budget)]
         steps = len(group[0]["new_accuracy_per_step"])
-        lines += ["", f"**headline, stream {stream}, {budget} exemplars: old / new-class accuracy after each step** "
-                  "(mean over the seeds run)", "",
+        lines += ["", f"**headline, stream {stream}, {order} class order, {budget} exemplars: old / new-class "
+                  "accuracy after each step** (mean over the seeds run)", "",
                   "| method | " + " | ".join(f"step {t + 1}" for t in range(steps)) + " |",
                   "|---|" + "---|" * steps]
         for r in group:
             cells = [f"{'–' if o is None else f'{o:.2f}'} / {n:.2f}"
                      for o, n in zip(r["old_accuracy_per_step"], r["new_accuracy_per_step"])]
             lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines).strip() + "\n"
+    memory = memory_markdown(rows, records or [])
+    return "\n".join(lines).strip() + "\n" + (("\n" + memory) if memory else "")
+
+
+def memory_markdown(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> str:
+    """One table per (class order, stream) of the ``kind="memory"`` runs: a row per
+    method, a column per total memory, cells ``final / avg. incr. (exemplars bought)``;
+    ``over budget`` where the method's fixed bytes exceed the total."""
+    memory = [r for r in rows if r["kind"] == "memory"]
+    over = {(r["class_order"], r["stream"], r["total_memory"], r["variant"]): r["predicted_fixed_bytes"]
+            for r in map(_with_defaults, records) if r.get("over_budget")}
+    keys = {(r["class_order"], r["stream"]) for r in memory} | {k[:2] for k in over}
+    lines: list[str] = []
+    order = {m: i for i, m in enumerate(METHODS)}
+    for class_order_, stream in sorted(keys):
+        totals = sorted({r["total_memory"] for r in memory if (r["class_order"], r["stream"]) == (class_order_, stream)}
+                        | {k[2] for k in over if k[:2] == (class_order_, stream)})
+        methods = sorted({r["variant"] for r in memory if (r["class_order"], r["stream"]) == (class_order_, stream)}
+                         | {k[3] for k in over if k[:2] == (class_order_, stream)}, key=lambda m: order.get(m, 99))
+        cell = {(r["total_memory"], r["variant"]): r for r in memory
+                if (r["class_order"], r["stream"]) == (class_order_, stream)}
+        lines += ["", f"**equal total memory, stream {stream}, {class_order_} class order: final / average "
+                  "incremental accuracy (exemplars bought)** (mean ± std over the seeds run)", "",
+                  "| method | " + " | ".join(f"{t / 1024:.0f} KiB" for t in totals) + " |",
+                  "|---|" + "---|" * len(totals)]
+        for m in methods:
+            cells = []
+            for t in totals:
+                r = cell.get((t, m))
+                if r is not None:
+                    cells.append(f"{_mean_std(r['final_accuracy'])} / {_mean_std(r['average_incremental_accuracy'])}"
+                                 f" ({r['budget']})")
+                elif (class_order_, stream, t, m) in over:
+                    cells.append(f"over budget ({over[(class_order_, stream, t, m)] / 1024:.0f} KiB fixed)")
+                else:
+                    cells.append("–")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines).strip() + "\n" if lines else ""
+
+
+def _method_style(name: str) -> dict[str, Any]:
+    """One colour (and line style past ten) per method, the same in every figure."""
+    if name not in METHODS:
+        return {}
+    i = METHODS.index(name)
+    return dict(color=f"C{i % 10}", linestyle="-" if i < 10 else "--")
 
 
 def plot(records: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) -> None:
-    """Accuracy per step of every headline method (one panel per stream and budget) and
-    the accuracy matrix of M2KD's first seed on the longest stream."""
+    """Accuracy per step of every headline method (one panel per stream, class order
+    and budget) and the accuracy matrix of M2KD's first seed on the longest stream."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r["kind"] != "memory"]
+    records = [r for r in map(_with_defaults, records) if r["kind"] != "memory" and not r.get("over_budget")]
     head = [r for r in rows if r["kind"] == "headline"] or rows
-    panels = sorted({(r["stream"], r["budget"]) for r in head})
-    m2kd = [r for r in records if r["method"] == "m2kd" and r.get("kind", "headline") == "headline"] or \
+    panels = sorted({(r["class_order"], r["stream"], r["budget"]) for r in head})
+    m2kd = [r for r in records if r["method"] == "m2kd" and r["kind"] == "headline"] or \
         [r for r in records if r["method"] == "m2kd"]
     n = len(panels) + (1 if m2kd else 0)
     cols = min(n, 4)
     fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.2 * cols, 3.4 * math.ceil(n / cols)),
                              squeeze=False)
-    for ax, (stream, budget) in zip(axes.flat, panels):
+    for ax, (order, stream, budget) in zip(axes.flat, panels):
         for r in head:
-            if (r["stream"], r["budget"]) == (stream, budget):
+            if (r["class_order"], r["stream"], r["budget"]) == (order, stream, budget):
                 steps = range(1, len(r["accuracy_per_step"]) + 1)
-                color = f"C{METHODS.index(r['variant'])}" if r["variant"] in METHODS else None
-                ax.plot(steps, r["accuracy_per_step"], marker="o", ms=3, label=r["variant"], color=color)
-        ax.set(title=f"{stream}, {budget} exemplars", xlabel="step", ylabel="accuracy (seen classes)", ylim=(0, 1))
+                ax.plot(steps, r["accuracy_per_step"], marker="o", ms=3, label=r["variant"],
+                        **_method_style(r["variant"]))
+        title = f"{stream}, {budget} exemplars" + ("" if order == "fixed" else f", {order} order")
+        ax.set(title=title, xlabel="step", ylabel="accuracy (seen classes)", ylim=(0, 1))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if m2kd:
@@ -439,18 +564,58 @@ def plot(records: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) 
     plt.close(fig)
 
 
+def plot_memory(rows: list[dict[str, Any]], path: Path) -> None:
+    """Final and average incremental accuracy against total memory: one line per
+    method, one panel per (class order, stream) and metric; error bars are the std
+    over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    memory = [r for r in rows if r["kind"] == "memory"]
+    panels = sorted({(r["class_order"], r["stream"]) for r in memory})
+    metrics = (("final_accuracy", "final accuracy"), ("average_incremental_accuracy", "avg. incremental accuracy"))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(9.5, 3.6 * len(panels)), squeeze=False)
+    for (order, stream), pair in zip(panels, axes):
+        group = [r for r in memory if (r["class_order"], r["stream"]) == (order, stream)]
+        for ax, (key, label) in zip(pair, metrics):
+            for m in sorted({r["variant"] for r in group}, key=lambda v: (METHODS.index(v) if v in METHODS else 99, v)):
+                line = sorted((r for r in group if r["variant"] == m), key=lambda r: r["total_memory"])
+                x = [r["total_memory"] / 1024 for r in line]
+                y = [statistics.mean(r[key]) for r in line]
+                err = [statistics.stdev(r[key]) if len(r[key]) > 1 else 0.0 for r in line]
+                ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label=m, **_method_style(m))
+            ax.set(title=f"{stream}, {order} class order: {label}", xlabel="total memory (KiB)", ylabel=label)
+            ax.title.set_fontsize(9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def cmd_report(cfg: argparse.Namespace) -> None:
-    """Write ``results.md``, ``results.json`` and ``results.png`` from the run records."""
+    """Write ``results.md`` and ``results.json`` from the run records, ``results.png``
+    (per-step accuracy, when there are exemplar-count runs) and ``memory.png``
+    (accuracy against total memory, when there are ``--total-memory`` runs)."""
     out = Path(cfg.out)
     records = load_records(out)
     if not records:
         raise SystemExit(f"error: no run records under {out / 'runs'}; run `python -m benchmarks.compare run` first")
     rows = summarize(records)
-    (out / "results.md").write_text(markdown(rows))
+    text = markdown(rows, records)
+    (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
-    plot(records, rows, out / "results.png")
-    print(markdown(rows))
-    print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'results.png'}")
+    written = [out / "results.md", out / "results.json"]
+    if any(r["kind"] != "memory" for r in rows):
+        plot(records, rows, out / "results.png")
+        written.append(out / "results.png")
+    if any(r["kind"] == "memory" for r in rows):
+        plot_memory(rows, out / "memory.png")
+        written.append(out / "memory.png")
+    print(text)
+    print(f"wrote {', '.join(map(str, written))}")
 
 
 def cmd_prepare(cfg: argparse.Namespace) -> None:
@@ -485,6 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--streams", nargs="+")
     run.add_argument("--budgets", type=int, nargs="+")
     run.add_argument("--seeds", type=int, nargs="+")
+    run.add_argument("--class-order", choices=CLASS_ORDERS, default="fixed",
+                     help="fixed: 0..9; permuted: numpy.random.RandomState(seed).permutation(10) per seed")
+    run.add_argument("--total-memory", type=int, nargs="*", metavar="BYTES",
+                     help="equal total memory per method instead of --budgets; alone: the bytes of "
+                          f"{', '.join(map(str, DEFAULT_MEMORY_EXEMPLARS))} exemplars plus one fp32 model")
     run.add_argument("--backbone", choices=["cnn", "resnet20", "resnet32"])
     run.add_argument("--width", type=int, default=32, help="CNN width")
     run.add_argument("--train-per-class", type=int)
@@ -515,6 +685,10 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
                 setattr(cfg, key, copy.deepcopy(value))
         if cfg.train_per_class is None and cfg.preset != "gpu":
             cfg.train_per_class = PRESETS[cfg.preset]["train_per_class"]
+        if cfg.total_memory is not None and cfg.ablation:
+            raise SystemExit("error: --total-memory compares the methods; the ablation takes --ablation-budgets")
+        if cfg.total_memory == []:
+            cfg.total_memory = default_total_memory(cfg)
     return cfg
 
 

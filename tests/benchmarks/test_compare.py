@@ -33,7 +33,8 @@ def test_run_and_report(fmnist_root, tmp_path, capsys):
     compare.main(args)
     records = compare.load_records(out)
     expected = {("naive", 0), ("lwf", 0), ("lwf-la", 0), ("m2kd", 0), ("m2kd-full", 0), ("replay", 10),
-                ("replay-la", 10), ("lwf", 10), ("lwf-la", 10), ("icarl", 10), ("m2kd", 10), ("m2kd-full", 10)}
+                ("replay-la", 10), ("lwf", 10), ("lwf-la", 10), ("icarl", 10), ("er-ace", 10), ("der", 10),
+                ("bic", 10), ("m2kd", 10), ("m2kd-full", 10)}
     assert {(r["method"], r["budget"]) for r in records} == expected
     for r in records:
         assert len(r["accuracy"]) == len(r["matrix"]) == 2
@@ -43,7 +44,11 @@ def test_run_and_report(fmnist_root, tmp_path, capsys):
         assert r["average_incremental_accuracy"] == pytest.approx(sum(r["accuracy"]) / 2)
         assert r["wall_time_s"] > 0 and r["forgetting"][0] == 0.0
         assert r["exemplar_bytes"] == (10 * 784 if r["budget"] else 0)
+        assert r["class_order"] == "fixed" and r["classes"] == list(range(10)) and r["total_memory"] is None
+        assert r["stored_total"] == sum(r["stored_bytes"].values())
     by = {(r["method"], r["budget"]): r for r in records}
+    assert by[("der", 10)]["stored_bytes"]["logits"] == 10 * 10 * 4  # fp32 logits of the fixed 10-unit head
+    assert by[("bic", 10)]["stored_bytes"]["validation"] == 1 * 784  # int(0.1 * 10) held-out images
     assert by[("m2kd", 10)]["snapshot_bytes"] > 0 and by[("replay", 10)]["snapshot_bytes"] == 0
     assert by[("m2kd-full", 10)]["snapshot_bytes"] > by[("m2kd", 10)]["snapshot_bytes"]
 
@@ -55,7 +60,7 @@ def test_run_and_report(fmnist_root, tmp_path, capsys):
     rows = json.loads((out / "results.json").read_text())
     assert len(rows) == len(expected)
     table = (out / "results.md").read_text()
-    assert "| m2kd | 10 |" in table and "avg. incr. acc." in table
+    assert "| m2kd | 10 |" in table and "avg. incr. acc." in table and "fixed class order" in table
     png = (out / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
@@ -73,10 +78,11 @@ def test_bf16_variant_sets_the_distillation_plugins_teacher_dtype():
     import torch
 
     from avalanche_m2kd import MultiModelDistillationPlugin
+    from benchmarks.methods import METHODS, Setting
 
-    cfg = compare.parse(["run"] + TINY)
     options = compare.ABLATION["all teachers, own, bf16 teachers"]
-    strategy = compare.build_strategy("m2kd", 10, cfg, n_classes=10, first_classes=5, options=options)
+    setting = Setting(n_classes=10, experience_classes=(tuple(range(5)), tuple(range(5, 10))), width=4)
+    strategy = METHODS["m2kd"].build(10, setting, options)
     (plugin,) = [p for p in strategy.plugins if isinstance(p, MultiModelDistillationPlugin)]
     assert plugin.teacher_dtype is torch.bfloat16 and options["teacher_dtype"] == "bfloat16"  # still JSON
 
