@@ -195,6 +195,10 @@ class M2KDStrategy(SupervisedTemplate):
             ``"end_of_experience"`` (the model evaluated between experiences is then
             dense, not the sparse snapshot); see
             :class:`~avalanche_m2kd.plugins.SnapshotMaskingPlugin`.
+        recalibrate_bn: ``nested`` mode: re-estimate the BatchNorm running
+            statistics of the pruned model on the experience's training
+            mini-batches before its snapshot is recorded (default True, ours); see
+            :class:`~avalanche_m2kd.plugins.SnapshotMaskingPlugin`.
         teacher_dtype: autocast dtype of the teacher forwards: ``None`` (default,
             float32), ``torch.bfloat16`` (any device) or ``torch.float16`` (CUDA
             only; refused on CPU); teacher outputs come back as float32. Measured
@@ -260,6 +264,7 @@ class M2KDStrategy(SupervisedTemplate):
         teacher_sample: Optional[int] = None,
         head_name: Optional[str] = None,
         restore_released_at: ReleasedRestore = "next_experience",
+        recalibrate_bn: bool = True,
         teacher_dtype: Optional[torch.dtype] = None,
         cache_teachers: bool = True,
         mixed_precision: Optional[torch.dtype] = None,
@@ -307,6 +312,7 @@ class M2KDStrategy(SupervisedTemplate):
             "teacher_sample": teacher_sample,
             "head_name": head_name,
             "restore_released_at": restore_released_at,
+            "recalibrate_bn": recalibrate_bn,
             "teacher_dtype": None if teacher_dtype is None else str(teacher_dtype),
             "cache_teachers": cache_teachers,
             "mixed_precision": None if mixed_precision is None else str(mixed_precision),
@@ -317,6 +323,7 @@ class M2KDStrategy(SupervisedTemplate):
             post_prune_epochs,
             head_name=head_name,
             restore_released_at=restore_released_at,
+            recalibrate_bn=recalibrate_bn,
         )
         store = self.masking.store
         m2kd: list[SupervisedPlugin] = [
