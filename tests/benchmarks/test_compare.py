@@ -113,3 +113,74 @@ def test_wandb_offline_run_holds_config_metrics_and_matrix(fmnist_root, tmp_path
     (table_file,) = out.rglob("accuracy_matrix*.table.json")
     table = json.loads(table_file.read_text())
     assert [row[1:] for row in table["data"]] == record["matrix"]
+
+
+def test_class_order_permuted_is_reproducible_from_the_seed():
+    import numpy as np
+
+    assert compare.class_order("fixed", 3) == list(range(10))
+    order = compare.class_order("permuted", 3)
+    assert order == compare.class_order("permuted", 3) == np.random.RandomState(3).permutation(10).tolist()
+    assert sorted(order) == list(range(10)) and order != compare.class_order("permuted", 4)
+    assert compare.class_order("permuted", 1993, 100)[:3] == [68, 56, 78]  # PyCIL's CIFAR-100 order
+    with pytest.raises(ValueError, match="class order"):
+        compare.class_order("random", 0)
+
+
+def test_total_memory_runs_stay_within_budget_and_report(fmnist_root, tmp_path, monkeypatch):
+    from benchmarks import methods
+
+    seeds = []
+    monkeypatch.setattr(compare, "seed_everything", lambda s: (seeds.append(s), methods.seed_everything(s)))
+    out = tmp_path / "out"
+    setting = methods.Setting(n_classes=10, experience_classes=(tuple(range(5)), tuple(range(5, 10))), width=4)
+    small, large = methods.METHODS["m2kd-full"].fixed_bytes(setting) - 1, 200_000  # m2kd-full's store: not in small
+    compare.main(["run", "--root", str(fmnist_root), "--out", str(out), "--class-order", "permuted",
+                  "--total-memory", str(small), str(large), "--methods", "naive", "er-ace", "der", "bic", "lwf",
+                  "m2kd", "m2kd-full"] + TINY)
+    assert seeds and set(seeds) == {0}
+    records = compare.load_records(out)
+    assert {r["method"] for r in records} == {"er-ace", "der", "bic", "lwf", "m2kd", "m2kd-full"}  # naive: none
+    for r in records:
+        assert r["kind"] == "memory" and r["class_order"] == "permuted"
+        assert r["classes"] == compare.class_order("permuted", 0)
+        if r.get("over_budget"):
+            method = methods.METHODS[r["method"]]
+            cheapest = r["predicted_fixed_bytes"] + method.exemplar_bytes(method.min_exemplars(), setting)
+            assert r["total_memory"] == small and cheapest > small
+            continue
+        assert r["stored_total"] <= r["total_memory"]
+        besides = sum(v for k, v in r["stored_bytes"].items() if k not in ("exemplars", "logits", "validation"))
+        assert besides == r["predicted_fixed_bytes"], r["method"]  # M2KD's store as the dry run measured it
+    by = {(r["method"], r["total_memory"]): r for r in records}
+    assert by[("m2kd-full", small)].get("over_budget") and not by[("m2kd", small)].get("over_budget")
+    assert by[("m2kd", large)]["stored_bytes"]["snapshots"] > 0
+    assert by[("m2kd", large)]["budget"] > by[("lwf", large)]["budget"]  # its store costs less than a model
+    compare.main(["report", "--out", str(out)])
+    table = (out / "results.md").read_text()
+    assert "equal total memory, stream 2x5, permuted class order" in table and "over budget" in table
+    assert f"| m2kd | {by[('m2kd', small)]['final_accuracy']:.3f} / " in table
+    assert (out / "memory.png").read_bytes()[:4] == b"\x89PNG" and not (out / "results.png").exists()
+
+
+def test_default_total_memory_is_exemplars_plus_one_model():
+    cfg = compare.parse(["run", "--total-memory"] + TINY)
+    model = compare.backbone_bytes(cfg)
+    assert cfg.total_memory == [200 * 784 + model, 1000 * 784 + model, 2000 * 784 + model]
+    with pytest.raises(SystemExit):
+        compare.parse(["run", "--total-memory", "--ablation"] + TINY)
+
+
+def test_report_reads_records_without_the_new_fields(tmp_path):
+    old = dict(method="replay", variant="replay", options={}, budget=200, stream="5x2", seed=0,
+               accuracy=[0.9, 0.7], old_accuracy=[None, 0.6], new_accuracy=[0.9, 0.8], forgetting=[0.0, 0.3],
+               matrix=[[0.9, None], [0.6, 0.8]], average_incremental_accuracy=0.8, final_accuracy=0.7,
+               final_old_accuracy=0.6, wall_time_s=1.0, train_time_s=1.0, snapshot_bytes=0,
+               exemplar_bytes=200 * 784, model_bytes=1, kind="headline")
+    path = tmp_path / "runs" / "headline" / "5x2_replay_b200_s0.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(old))
+    compare.main(["report", "--out", str(tmp_path)])
+    table = (tmp_path / "results.md").read_text()
+    assert "**headline, stream 5x2, fixed class order**" in table
+    assert "| replay | 200 | 1 | 0.800 | 0.700 |" in table and (tmp_path / "results.png").exists()
