@@ -15,8 +15,17 @@ next, and restores it into a freshly built strategy:
   snapshot store and its released weights, the classes seen, the exemplar buffer
   (:class:`~avalanche_m2kd.exemplars.ClassBalancedBuffer`, saved as sample indices
   and rebuilt from the stream);
+* the state of Avalanche's ``LRSchedulerPlugin`` (its scheduler's ``state_dict``
+  and running loss); Avalanche's ``EarlyStoppingPlugin`` keeps nothing from one
+  experience to the next (it resets its best model at each), so only its options
+  are saved, to refuse resuming with other ones;
 * the training clock, the evaluation plugin's metrics and history, and the RNG
   states of Python, NumPy and torch (CPU and CUDA).
+
+A plugin that holds tensors, modules, datasets or other objects with a
+``state_dict`` and has no ``state_dict`` / ``load_state_dict`` of its own (e.g.
+Avalanche's ``LwFPlugin`` or ``EWCPlugin``) is refused at :func:`save_checkpoint`:
+its state would be lost on resume without a word.
 
 Usage, the shape of Avalanche's own checkpointing::
 
@@ -39,18 +48,24 @@ pickle, load only checkpoints you wrote.
 
 from __future__ import annotations
 
+import collections
 import os
 import pickle
 import random
 import tempfile
+import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from avalanche.distributed import DistributedHelper
+from avalanche.evaluation.metrics import Mean
 from avalanche.models.dynamic_optimizers import update_optimizer
+from avalanche.training.plugins import EarlyStoppingPlugin, LRSchedulerPlugin
 from torch import nn
+from torch.utils.data import Dataset
 
 from avalanche_m2kd.stream import experience_classes
 
@@ -89,8 +104,13 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
         path: the checkpoint file; its folder must exist.
 
     Raises:
-        ValueError: a plugin holds a replay buffer this module cannot save (its
-            content would silently be lost on resume).
+        ValueError: a plugin keeps state this module cannot save, which would be
+            lost on resume: a replay buffer other than
+            :class:`~avalanche_m2kd.exemplars.ClassBalancedBuffer`, or tensors,
+            modules, datasets or objects with a ``state_dict`` in a plugin that has
+            no ``state_dict`` / ``load_state_dict`` of its own and is not one of the
+            Avalanche plugins this module knows (``LRSchedulerPlugin``,
+            ``EarlyStoppingPlugin``).
     """
     if DistributedHelper.is_distributed and not DistributedHelper.is_main_process:
         _stateful_plugins(strategy)  # the same refusal on every rank, no state built
@@ -105,7 +125,7 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
         "optimized_params": _optimized_params(strategy),
         "criterion": _criterion_state(strategy),
         "grad_scaler": _scaler_state(strategy),
-        "plugins": _plugin_states(strategy),
+        "plugins": {key: _plugin_state(p) for key, p in _stateful_plugins(strategy)},
         "clock": {f: int(getattr(strategy.clock, f)) for f in _CLOCK_FIELDS},
         "evaluator": _evaluator_blob(strategy),
         "rng": _rng_state(),
@@ -162,25 +182,198 @@ def _criterion_state(strategy: Any) -> Optional[dict[str, Any]]:
 
 
 def _stateful_plugins(strategy: Any) -> list[tuple[str, Any]]:
-    """``(key, plugin)`` of the plugins whose state is saved, in strategy order."""
+    """``(key, plugin)`` of the plugins whose state is saved, in strategy order.
+
+    Raises:
+        ValueError: a plugin keeps state this module cannot save.
+    """
     out = []
     for i, plugin in enumerate(strategy.plugins):
         if plugin is strategy.evaluator or plugin is strategy.clock:
             continue
-        if callable(getattr(plugin, "state_dict", None)) and callable(getattr(plugin, "load_state_dict", None)):
+        if _has_state_dict(plugin):
             out.append((f"{i}:{type(plugin).__qualname__}", plugin))
-        elif getattr(plugin, "storage_policy", None) is not None:
+            continue
+        if getattr(plugin, "storage_policy", None) is not None:
             raise ValueError(
                 f"Plugin {type(plugin).__name__} holds a replay buffer "
                 f"({type(plugin.storage_policy).__name__}) that cannot be checkpointed: its "
                 "exemplars would be lost on resume. Use avalanche_m2kd.exemplars."
                 "ClassBalancedBuffer as its storage_policy, or M2KDStrategy(mem_size=...)"
             )
+        fields = _avalanche_fields(plugin)
+        known = () if fields is None else fields.saved + fields.compared + fields.unsaved
+        found = _unsaved_state(strategy, plugin, [n for n in getattr(plugin, "__dict__", {}) if n not in known])
+        if found is not None:
+            raise ValueError(
+                f"Plugin {type(plugin).__name__} keeps state that cannot be checkpointed (its "
+                f"{found}): it would be lost on resume. Give the plugin state_dict() and "
+                "load_state_dict(state) methods (state_dict may return {} when nothing in it "
+                "must survive from one experience to the next), or leave it out of runs you "
+                "checkpoint"
+            )
+        if fields is not None:
+            out.append((f"{i}:{type(plugin).__qualname__}", plugin))
     return out
 
 
-def _plugin_states(strategy: Any) -> dict[str, Any]:
-    return {key: plugin.state_dict() for key, plugin in _stateful_plugins(strategy)}
+def _plugin_state(plugin: Any) -> Any:
+    fields = _avalanche_fields(plugin)
+    return plugin.state_dict() if fields is None else _avalanche_plugin_state(plugin, fields)
+
+
+def _load_plugin_state(plugin: Any, state: Any, datasets: list[Any]) -> None:
+    fields = _avalanche_fields(plugin)
+    if fields is not None:
+        _load_avalanche_plugin_state(plugin, fields, state)
+    elif getattr(plugin, "storage_policy", None) is not None:
+        plugin.load_state_dict(state, datasets)
+    else:
+        plugin.load_state_dict(state)
+
+
+def _unsaved_state(strategy: Any, plugin: Any, names: list[str]) -> Optional[str]:
+    """The first of the attributes ``names`` of ``plugin`` that holds tensors, modules,
+    datasets or objects with a ``state_dict`` (looking 4 levels into containers and
+    objects), as ``"attribute `a.b[0]` (Type)"``; ``None`` when none does. The model,
+    its tensors, the optimizer and the criterion are saved anyway and not counted."""
+    seen = {id(strategy), id(plugin), id(strategy.model), id(strategy.optimizer)}
+    seen.add(id(getattr(strategy, "_criterion", None)))
+    seen.update(id(t) for t in strategy.model.state_dict(keep_vars=True).values())
+    for name in names:
+        found = _find_state(getattr(plugin, name), name, seen, depth=4)
+        if found is not None:
+            return found
+    return None
+
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, type, types.FunctionType,
+          types.BuiltinFunctionType, types.MethodType, types.ModuleType)
+
+
+def _find_state(value: Any, path: str, seen: set[int], depth: int) -> Optional[str]:
+    if isinstance(value, _PLAIN) or id(value) in seen:
+        return None
+    stateful = isinstance(value, (torch.Tensor, np.ndarray, Dataset)) or callable(getattr(value, "state_dict", None))
+    if stateful:
+        return f"attribute `{path}` ({type(value).__name__})"
+    if depth == 0:
+        return None
+    seen.add(id(value))  # each shared object looked at once; cycles end
+    if isinstance(value, dict):
+        items = ((f"{path}[{k!r}]", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple, set, frozenset, collections.deque)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    elif hasattr(value, "__dict__"):
+        items = ((f"{path}.{k}", v) for k, v in vars(value).items())
+    else:
+        return None
+    for inner_path, inner in items:
+        found = _find_state(inner, inner_path, seen, depth - 1)
+        if found is not None:
+            return found
+    return None
+
+
+# ----------------------------------------------------- Avalanche's own plugins
+# Every access to an attribute of an Avalanche plugin is in this table and the three
+# functions after it. tests/test_checkpoint.py pins the table against Avalanche's
+# classes: an upgrade that adds, renames or stops resetting an attribute fails there.
+@dataclass(frozen=True)
+class _PluginFields:
+    """What a checkpoint does with each attribute of one Avalanche plugin class.
+
+    Attributes:
+        saved: state carried from one experience to the next: saved and restored
+            (objects with a ``state_dict`` through it, ``Mean`` by its fields).
+        compared: construction options that change training: saved, and a resumed
+            plugin must have the same.
+        unsaved: neither: reset by the plugin at every experience's start, or
+            without effect on training.
+    """
+
+    saved: tuple[str, ...]
+    compared: tuple[str, ...]
+    unsaved: tuple[str, ...] = ()
+
+
+_AVALANCHE_PLUGINS: dict[type, _PluginFields] = {
+    # Its scheduler steps per epoch/iteration and is never reset with
+    # reset_scheduler=False; the flags and running loss serve metric-based
+    # schedulers (ReduceLROnPlateau) across hooks.
+    LRSchedulerPlugin: _PluginFields(
+        saved=("scheduler", "rolling_metric", "_was_training", "_just_validated", "_executed_train_iteration"),
+        compared=("reset_scheduler", "reset_lr", "metric", "step_granularity", "first_epoch_only", "first_exp_only"),
+    ),
+    # best_state / best_val / best_step are reset in before_training_exp: nothing
+    # crosses an experience boundary, where checkpoints are taken.
+    EarlyStoppingPlugin: _PluginFields(
+        saved=(),
+        compared=("val_stream_name", "metric_name", "metric_key", "patience", "peval_mode", "margin", "operator"),
+        unsaved=("best_state", "best_val", "best_step", "verbose"),
+    ),
+}
+_MEAN_FIELDS = ("summed", "weight")  # avalanche.evaluation.metrics.Mean (LRSchedulerPlugin.rolling_metric)
+
+
+def _has_state_dict(plugin: Any) -> bool:
+    return callable(getattr(plugin, "state_dict", None)) and callable(getattr(plugin, "load_state_dict", None))
+
+
+def _avalanche_fields(plugin: Any) -> Optional[_PluginFields]:
+    """The table's entry for ``plugin``, unless it saves itself (its own ``state_dict``)."""
+    if _has_state_dict(plugin):
+        return None
+    return next((f for cls, f in _AVALANCHE_PLUGINS.items() if isinstance(plugin, cls)), None)
+
+
+def _avalanche_plugin_state(plugin: Any, fields: _PluginFields) -> dict[str, Any]:
+    saved: dict[str, Any] = {}
+    for name in fields.saved:
+        value = getattr(plugin, name)
+        if isinstance(value, Mean):
+            saved[name] = {f: getattr(value, f) for f in _MEAN_FIELDS}
+        elif callable(getattr(value, "state_dict", None)):
+            saved[name] = {"type": type(value).__qualname__, "state_dict": value.state_dict()}
+        else:
+            saved[name] = value
+    return {"compared": _compared_options(plugin, fields), "saved": saved}
+
+
+def _compared_options(plugin: Any, fields: _PluginFields) -> dict[str, Any]:
+    values = {name: getattr(plugin, name) for name in fields.compared}
+    return {k: getattr(v, "__qualname__", v) if callable(v) else v for k, v in values.items()}
+
+
+def _load_avalanche_plugin_state(plugin: Any, fields: _PluginFields, state: dict[str, Any]) -> None:
+    for name in fields.saved:
+        current, saved = getattr(plugin, name), state["saved"][name]
+        if isinstance(current, Mean):
+            for f in _MEAN_FIELDS:
+                setattr(current, f, saved[f])
+        elif callable(getattr(current, "load_state_dict", None)):
+            current.load_state_dict(saved["state_dict"])
+        else:
+            setattr(plugin, name, saved)
+
+
+def _check_avalanche_plugins(plugins: list[tuple[str, Any]], saved: dict[str, Any]) -> None:
+    """A resumed Avalanche plugin must have the options (and scheduler type) it was saved with."""
+    for key, plugin in plugins:
+        fields = _avalanche_fields(plugin)
+        if fields is None:
+            continue
+        ours, theirs = _compared_options(plugin, fields), saved[key]["compared"]
+        diff = [f"{k}={theirs[k]!r} (this one: {ours[k]!r})" for k in ours if ours[k] != theirs.get(k)]
+        for name in fields.saved:
+            value = saved[key]["saved"][name]
+            if isinstance(value, dict) and "type" in value and value["type"] != type(getattr(plugin, name)).__qualname__:
+                diff.append(f"{name} a {value['type']} (this one: a {type(getattr(plugin, name)).__qualname__})")
+        if diff:
+            raise CheckpointMismatchError(
+                f"The checkpoint's {type(plugin).__name__} was built with " + "; ".join(diff)
+                + ". Build the plugins as in the original run"
+            )
 
 
 def _evaluator_blob(strategy: Any) -> bytes:
@@ -223,8 +416,9 @@ def load_checkpoint(
 
     Raises:
         CheckpointMismatchError: the checkpoint comes from another strategy class,
-            other M2KD options, another model, or another stream — the message says
-            which.
+            other M2KD options, another model, another stream, other plugins, or
+            Avalanche plugins built with other options (e.g. an ``LRSchedulerPlugin``
+            with another ``reset_lr`` or scheduler class) — the message says which.
         ValueError: the file is not a checkpoint of this format.
     """
     map_location = strategy.device if map_location is None else map_location
@@ -248,6 +442,7 @@ def load_checkpoint(
         )
     _check_stream(state["plugins"], experiences)
     plugins = _matching_plugins(strategy, state["plugins"])
+    _check_avalanche_plugins(plugins, state["plugins"])
 
     _load_model(strategy, state["model"], state["optimized_params"])
     _load_optimizer(strategy, state["optimizer"])
@@ -259,10 +454,7 @@ def load_checkpoint(
         scaler.load_state_dict(state["grad_scaler"])
     datasets = [exp.dataset for exp in experiences]
     for key, plugin in plugins:
-        if getattr(plugin, "storage_policy", None) is not None:
-            plugin.load_state_dict(state["plugins"][key], datasets)
-        else:
-            plugin.load_state_dict(state["plugins"][key])
+        _load_plugin_state(plugin, state["plugins"][key], datasets)
     for f in _CLOCK_FIELDS:
         setattr(strategy.clock, f, state["clock"][f])
     for f, value in pickle.loads(state["evaluator"]).items():

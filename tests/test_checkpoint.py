@@ -8,13 +8,22 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
+from avalanche.evaluation.metrics import Mean, accuracy_metrics, forgetting_metrics
 from avalanche.models import IncrementalClassifier
 from avalanche.training import Naive
-from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
+from avalanche.training.plugins import (
+    EarlyStoppingPlugin,
+    EvaluationPlugin,
+    EWCPlugin,
+    LRSchedulerPlugin,
+    LwFPlugin,
+    ReplayPlugin,
+    SupervisedPlugin,
+)
 from torch import nn
 
 from avalanche_m2kd import M2KDStrategy
@@ -46,12 +55,24 @@ def _strategy(conv_net, **options):
     )
 
 
-def _train(strategy, benchmark, experiences, path=None, save_after=None):
+def _train(strategy, benchmark, experiences, path=None, save_after=None, **train_options):
     for exp in experiences:
-        strategy.train(exp)
+        strategy.train(exp, **train_options)
         strategy.eval(benchmark.test_stream)  # every class: grows the head during eval
         if exp.current_experience == save_after:
             save_checkpoint(strategy, path)
+
+
+def _whole_and_resumed(build, benchmark, path, n_experiences=5, save_after=1, **train_options):
+    """A run of ``n_experiences`` saved after ``save_after``, and its resumption from that
+    checkpoint into a freshly built strategy: ``(whole, resumed)`` at the end."""
+    stream = benchmark.train_stream
+    whole = build()
+    _train(whole, benchmark, stream[:n_experiences], path, save_after, **train_options)
+    resumed, start = maybe_load_checkpoint(build(), path, stream)
+    assert start == save_after + 1
+    _train(resumed, benchmark, stream[start:n_experiences], **train_options)
+    return whole, resumed
 
 
 @pytest.mark.parametrize(
@@ -65,16 +86,7 @@ def _train(strategy, benchmark, experiences, path=None, save_after=None):
 )
 def test_resumed_run_equals_uninterrupted_run(digits_images, conv_net, tmp_path, options, identical):
     """Save after experience 2, resume in a fresh strategy: identical weights, store, metrics."""
-    path = tmp_path / "run.ckpt"
-    stream = digits_images.train_stream
-    whole = _strategy(conv_net, **options)
-    _train(whole, digits_images, stream, path, save_after=1)
-
-    resumed = _strategy(conv_net, **options)
-    resumed, start = maybe_load_checkpoint(resumed, path, stream)
-    assert start == 2
-    _train(resumed, digits_images, stream[start:])
-
+    whole, resumed = _whole_and_resumed(lambda: _strategy(conv_net, **options), digits_images, tmp_path / "run.ckpt")
     assert identical(whole.model.state_dict(), resumed.model.state_dict())
     assert identical(whole.snapshots.state_dict(), resumed.snapshots.state_dict())
     assert identical(whole.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"])
@@ -243,3 +255,130 @@ def test_distillation_plugin_beside_naive_resumes(digits, mlp, tmp_path, identic
     assert start == 2 and len(resumed.plugins[0].store) == 2
     resumed.train(digits.train_stream[2])
     assert identical(whole.model.state_dict(), resumed.model.state_dict())
+
+
+# ------------------------------------------------- other libraries' plugins
+def _with_plugins(mlp, *make_plugins, **options):
+    """A fresh seeded M2KD strategy on flat digits with plugins ``make(optimizer)``."""
+    torch.manual_seed(0)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    options = {"train_epochs": 2, "mem_size": 10, **options}
+    return M2KDStrategy(model=model, optimizer=optimizer, train_mb_size=32, eval_mb_size=256,
+                        evaluator=_evaluator(), plugins=[make(optimizer) for make in make_plugins], **options)
+
+
+def _cosine(optimizer, **options):
+    """The issue's plugin: cosine over all 4 experiences x 2 epochs, never reset."""
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=8)
+    return LRSchedulerPlugin(schedule, reset_scheduler=False, reset_lr=False, **options)
+
+
+def _plateau(optimizer):
+    schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
+    return LRSchedulerPlugin(schedule, reset_scheduler=False, reset_lr=False, metric="train_loss")
+
+
+@pytest.mark.parametrize("make_plugin", [_cosine, _plateau], ids=["cosine", "plateau-on-train-loss"])
+def test_lr_scheduler_plugin_state_resumes_exactly(digits, mlp, tmp_path, identical, make_plugin):
+    """Saved after experience 2 of 4, resumed in a fresh strategy: same LR, weights, metrics."""
+    whole, resumed = _whole_and_resumed(lambda: _with_plugins(mlp, make_plugin), digits, tmp_path / "run.ckpt",
+                                        n_experiences=4)
+    lr = whole.optimizer.param_groups[0]["lr"]
+    assert lr < 0.05  # the schedule moved the LR
+    if make_plugin is _cosine:
+        assert lr == 0.0  # the end of the cosine (a resumed run restarting it ended at 0.0125)
+    assert resumed.optimizer.param_groups[0]["lr"] == lr
+    whole_schedule, resumed_schedule = (next(p.scheduler for p in s.plugins if isinstance(p, LRSchedulerPlugin))
+                                        for s in (whole, resumed))
+    assert identical(whole_schedule.state_dict(), resumed_schedule.state_dict())
+    assert identical(whole.model.state_dict(), resumed.model.state_dict())
+    assert whole.evaluator.get_all_metrics() == resumed.evaluator.get_all_metrics()
+
+
+def test_early_stopping_plugin_resumes_exactly(digits, mlp, tmp_path, identical):
+    """Early stopping on the test stream's accuracy, evaluated every epoch: it stops some
+    experiences early, and the resumed run stops at the same epochs with the same weights."""
+    epochs = {}
+
+    class CountEpochs(SupervisedPlugin):
+        def after_training_exp(self, strategy, **kwargs):
+            epochs.setdefault(id(strategy), []).append(strategy.clock.train_exp_epochs)
+
+    def build():
+        stopper = EarlyStoppingPlugin(patience=1, val_stream_name="test_stream")
+        return _with_plugins(mlp, lambda _: stopper, lambda _: CountEpochs(), train_epochs=6, eval_every=1)
+
+    whole, resumed = _whole_and_resumed(build, digits, tmp_path / "run.ckpt", n_experiences=4,
+                                        eval_streams=[digits.test_stream])
+    whole_epochs, resumed_epochs = epochs[id(whole)], epochs[id(resumed)]
+    assert min(whole_epochs) < 6  # it did stop early
+    assert resumed_epochs == whole_epochs[2:]
+    assert identical(whole.model.state_dict(), resumed.model.state_dict())
+    assert whole.evaluator.get_all_metrics() == resumed.evaluator.get_all_metrics()
+
+
+def test_lr_scheduler_plugin_with_other_options_is_refused(digits, mlp, tmp_path, identical):
+    strategy = _with_plugins(mlp, _cosine)
+    strategy.train(digits.train_stream[0])
+    save_checkpoint(strategy, tmp_path / "run.ckpt")
+
+    with pytest.raises(CheckpointMismatchError, match=r"LRSchedulerPlugin was built with reset_lr=False \(this one: True\)"):
+        load_checkpoint(_with_plugins(mlp, lambda o: LRSchedulerPlugin(_cosine(o).scheduler, reset_scheduler=False)),
+                        tmp_path / "run.ckpt", digits.train_stream)
+
+    def step(optimizer):
+        return LRSchedulerPlugin(torch.optim.lr_scheduler.StepLR(optimizer, 2), reset_scheduler=False, reset_lr=False)
+
+    other = _with_plugins(mlp, step)
+    before = {k: v.clone() for k, v in other.model.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match="scheduler a CosineAnnealingLR .this one: a StepLR."):
+        load_checkpoint(other, tmp_path / "run.ckpt", digits.train_stream)
+    assert identical(before, other.model.state_dict())
+
+
+class _Stateless(SupervisedPlugin):
+    """A user plugin with options only: nothing to save, nothing refused."""
+
+    def __init__(self):
+        super().__init__()
+        self.every, self.names, self.fn = 2, ["a", "b"], torch.relu
+
+
+@pytest.mark.parametrize(
+    ("make_plugin", "attribute"),
+    [(lambda: LwFPlugin(), r"lwf\.prev_model` \(Sequential\)"),  # a module in an object
+     (lambda: EWCPlugin(ewc_lambda=1.0), r"saved_params\[0\]\[.*\(Tensor\)")],  # in dicts of objects
+    ids=["LwFPlugin", "EWCPlugin"],
+)
+def test_stateful_plugin_without_state_dict_is_refused(digits, mlp, tmp_path, make_plugin, attribute):
+    model = mlp()
+    naive = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                  criterion=nn.CrossEntropyLoss(), plugins=[_Stateless(), make_plugin()], evaluator=_evaluator())
+    save_checkpoint(naive, tmp_path / "before.ckpt")  # nothing kept yet: saved
+    naive.train(digits.train_stream[0])
+    with pytest.raises(ValueError, match=f"keeps state that cannot be checkpointed .its attribute `{attribute}.*state_dict"):
+        save_checkpoint(naive, tmp_path / "run.ckpt")
+    assert not (tmp_path / "run.ckpt").exists()
+
+
+def _avalanche_plugin_instances() -> dict[type, Any]:
+    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    return {LRSchedulerPlugin: _cosine(optimizer), EarlyStoppingPlugin: EarlyStoppingPlugin(2, "test_stream")}
+
+
+def test_avalanche_plugin_attributes_are_pinned():
+    """The table of Avalanche plugin attributes matches Avalanche's classes: an upgrade
+    that adds, renames or stops resetting an attribute fails here, not in a resumed run."""
+    instances = _avalanche_plugin_instances()
+    assert set(ckpt._AVALANCHE_PLUGINS) == set(instances)
+    for cls, plugin in instances.items():
+        fields = ckpt._AVALANCHE_PLUGINS[cls]
+        assert sorted(vars(plugin)) == sorted(fields.saved + fields.compared + fields.unsaved), cls.__name__
+    assert isinstance(instances[LRSchedulerPlugin].rolling_metric, Mean)
+    assert sorted(vars(Mean())) == sorted(ckpt._MEAN_FIELDS)
+
+    stopper = instances[EarlyStoppingPlugin]  # its unsaved best_* are reset at each experience
+    stopper.best_state, stopper.best_val, stopper.best_step = {"w": torch.ones(1)}, 0.5, 3
+    stopper.before_training_exp(strategy=None)
+    assert (stopper.best_state, stopper.best_val, stopper.best_step) == (None, None, None)
