@@ -8,9 +8,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import Phase, settings
 from torch import nn
 
 warnings.filterwarnings("ignore", message="no QP solver")
+
+# Hypothesis profiles (tests/test_properties.py). "m2kd", the default: fixed seed, few
+# examples, no example database (nothing written into the checkout), so the file
+# stays under about two minutes on one thread. "thorough"
+# (`--hypothesis-profile=thorough`): random, many examples, for a long run.
+settings.register_profile(
+    "m2kd", derandomize=True, max_examples=30, deadline=None, database=None,
+    phases=[Phase.explicit, Phase.generate],  # a failure prints its (unshrunk) example at once
+)
+settings.register_profile("thorough", max_examples=1000, deadline=None, print_blob=True)
+settings.load_profile("m2kd")
 
 
 def _conv_net(n_classes: int = 10, head: nn.Module | None = None) -> nn.Module:

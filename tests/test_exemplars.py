@@ -153,6 +153,7 @@ def test_load_state_dict_refuses_a_missing_experience():
         copy.load_state_dict(state, [])
 
 
+@pytest.mark.slow
 def test_resnet32_memory_smaller_than_number_of_classes_trains_on():
     """The issue's case on a tiny synthetic 32x32 RGB set: ResNet-32, 10 experiences of
     10 classes, 20 exemplars for 100 classes; 10 nested snapshots stay within 0.32x the
