@@ -54,6 +54,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: list[i
     """
     keep = torch.isin(y, torch.tensor(classes))
     x, y = x[keep], y[keep]
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))  # mixed batches
+    x, y = x[order], y[order]
     model = copy.deepcopy(model).eval()
     if batch_stats:
         for m in model.modules():
