@@ -18,7 +18,7 @@ A model is its parameters and buffers in their own dtypes (fp32 weights).
 
 Every name Avalanche 0.6.0 keeps private and this harness relies on (``_ICaRLPlugin``,
 ``ICaRLLossPlugin.old_model``, the module-level ``MultiStepLR`` of
-``avalanche.training.plugins.bic``, DER's ``storage_policy`` with its ``logits``
+``avalanche.training.plugins.bic`` and ``BiCPlugin.cross_entropy``, DER's ``storage_policy`` with its ``logits``
 attribute) is used in this module only; ``tests/benchmarks/test_methods.py`` pins them.
 
 Example:
@@ -407,10 +407,8 @@ class ERACEMethod(Method):
 
 
 class _PredictSeenClasses(SeenClassesMaskingPlugin):
-    """Unseen classes' units masked in evaluation only: DER trains its whole fixed
-    head (as in its paper), and predicts among the classes seen, like every method
-    with an ``IncrementalClassifier``. DER stores logits with the model's own
-    forward, which this plugin does not touch."""
+    """Units of unseen classes masked in evaluation only (DER's ``mask_unseen="eval"``):
+    the whole fixed head trains, as in DER's paper."""
 
     def after_forward(self, strategy, *args, **kwargs):  # noqa: D102
         return None
@@ -420,31 +418,40 @@ class DERMethod(Method):
     """Avalanche's ``DER`` (DER++ with ``beta > 0``; Buzzega et al., NeurIPS 2020).
 
     DER stores each exemplar's logits of the head's size at storage time, so it
-    gets a fixed ``nn.Linear`` head over all classes (with an
-    ``IncrementalClassifier`` the stored and current logits differ in size).
+    gets a fixed ``nn.Linear`` head over all classes (with a growing
+    ``IncrementalClassifier`` the stored and current logits differ in size; with one
+    sized for all classes from the start, the stored logits of units not yet active
+    are its mask value, -1000, and the logit MSE wrecks those units once their
+    classes arrive).
 
     Args:
-        alpha, beta: the logit-MSE and replay cross-entropy weights (Avalanche's
-            defaults, the paper's for Seq-CIFAR-10 with 200 exemplars).
+        alpha, beta: the logit-MSE and replay cross-entropy weights; default 0.2
+            and 1.0, the paper's for Seq-MNIST with 200 exemplars (its code's
+            ``best_args``, the benchmark nearest to ours). Avalanche's defaults,
+            0.1 and 0.5, are the paper's for Seq-CIFAR-10.
         batch_size_mem: replayed images per step; ``None``: the shared mini-batch
             (Avalanche's default too).
-        mask_unseen: ``"eval"`` (default): predictions among the seen classes only,
-            training untouched; ``"none"``: every unit always; ``"train"``: unseen
-            units masked in the losses too (:class:`SeenClassesMaskingPlugin`).
+        mask_unseen: ``"always"`` (default): units of classes not seen yet are
+            masked in the losses and the predictions
+            (:class:`~avalanche_m2kd.plugins.SeenClassesMaskingPlugin`), which is
+            what the ``IncrementalClassifier`` of every other method does; the
+            logits DER stores come from the model's own forward, unmasked.
+            ``"eval"``: in the predictions only (the paper's training, whole head in
+            every loss); ``"none"``: never.
     """
 
     exemplars = "required"
-    _MASKS = ("eval", "none", "train")
+    _MASKS = ("always", "eval", "none")
 
-    def __init__(self, name: str, alpha: float = 0.1, beta: float = 0.5, batch_size_mem: Optional[int] = None,
-                 mask_unseen: str = "eval") -> None:  # noqa: D107
+    def __init__(self, name: str, alpha: float = 0.2, beta: float = 1.0, batch_size_mem: Optional[int] = None,
+                 mask_unseen: str = "always") -> None:  # noqa: D107
         super().__init__(name, alpha=alpha, beta=beta, batch_size_mem=batch_size_mem, mask_unseen=mask_unseen)
 
     def build(self, n_exemplars, setting, options=None):  # noqa: D102
         p, model = self.params(options), setting.model("fixed")
         if p["mask_unseen"] not in self._MASKS:
             raise ValueError(f"Expected `mask_unseen` to be one of {self._MASKS}, but got {p['mask_unseen']!r}")
-        plugins = {"eval": [_PredictSeenClasses()], "none": [], "train": [SeenClassesMaskingPlugin()]}
+        plugins = {"always": [SeenClassesMaskingPlugin()], "eval": [_PredictSeenClasses()], "none": []}
         return _DER(model=model, optimizer=setting.optimizer(model), criterion=nn.CrossEntropyLoss(),
                     mem_size=n_exemplars, batch_size_mem=p["batch_size_mem"] or setting.batch_size,
                     alpha=p["alpha"], beta=p["beta"], plugins=plugins[p["mask_unseen"]],
@@ -482,13 +489,38 @@ def _bic_scheduler_without_verbose() -> Iterator[None]:
 
 
 class _BiCPlugin(_bic_module.BiCPlugin):
-    """Avalanche 0.6.0's ``BiCPlugin``; its bias-correction step runs with
-    :func:`_bic_scheduler_without_verbose` (it passes ``verbose=`` to
-    ``MultiStepLR``, which torch 2.14 refuses with a ``TypeError``)."""
+    """Avalanche 0.6.0's ``BiCPlugin`` with two repairs.
+
+    * Its bias-correction step runs with :func:`_bic_scheduler_without_verbose` (it
+      passes ``verbose=`` to ``MultiStepLR``, which torch 2.14 refuses with a
+      ``TypeError``).
+    * ``distillation="paper"`` (default): the distillation targets are the old
+      model's softmax over the classes at temperature ``T``, as in BiC's paper and
+      code (``tf.nn.softmax(dis_logits / T)``, last axis). Avalanche 0.6.0 takes the
+      softmax over ``dim=0``, the mini-batch, at a fixed ``/ 2``; ``"avalanche"``
+      keeps that.
+
+    Args:
+        distillation: ``"paper"`` or ``"avalanche"``.
+        *args, **kwargs: ``BiCPlugin``'s.
+    """
+
+    def __init__(self, *args, distillation: str = "paper", **kwargs) -> None:  # noqa: D107
+        if distillation not in ("paper", "avalanche"):
+            raise ValueError(f"Expected `distillation` to be 'paper' or 'avalanche', but got {distillation!r}")
+        super().__init__(*args, **kwargs)
+        self.distillation = distillation
 
     def bias_correction_step(self, *args, **kwargs):  # noqa: D102
         with _bic_scheduler_without_verbose():
             return super().bias_correction_step(*args, **kwargs)
+
+    def cross_entropy(self, new_outputs: torch.Tensor, old_outputs: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the new logits against the old model's soft targets, both at ``T``."""
+        if self.distillation == "avalanche":
+            return super().cross_entropy(new_outputs, old_outputs)
+        targets = torch.softmax(old_outputs / self.T, dim=1)
+        return nn.functional.cross_entropy(new_outputs / self.T, targets)
 
 
 class BiCMethod(Method):
@@ -504,13 +536,15 @@ class BiCMethod(Method):
         val_percentage, T, stage_2_epochs, lamb, lr: ``BiCPlugin``'s arguments, at
             Avalanche's defaults (FACIL's): 0.1, 2, 200, -1 (``n_old / n_all``, the
             paper's), 0.1.
+        distillation: ``"paper"`` (default) or ``"avalanche"`` (see :class:`_BiCPlugin`).
     """
 
     exemplars = "required"
 
     def __init__(self, name: str, val_percentage: float = 0.1, T: int = 2, stage_2_epochs: int = 200,
-                 lamb: float = -1, lr: float = 0.1) -> None:  # noqa: D107
-        super().__init__(name, val_percentage=val_percentage, T=T, stage_2_epochs=stage_2_epochs, lamb=lamb, lr=lr)
+                 lamb: float = -1, lr: float = 0.1, distillation: str = "paper") -> None:  # noqa: D107
+        super().__init__(name, val_percentage=val_percentage, T=T, stage_2_epochs=stage_2_epochs, lamb=lamb, lr=lr,
+                         distillation=distillation)
 
     def build(self, n_exemplars, setting, options=None):  # noqa: D102
         model = setting.model()

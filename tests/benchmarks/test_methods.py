@@ -159,13 +159,17 @@ def test_bic_scheduler_workaround_is_scoped(trained):
     assert bic.MultiStepLR is torch.optim.lr_scheduler.MultiStepLR
 
 
-def test_der_predicts_only_seen_classes_and_keeps_logits_of_the_fixed_head(trained):
+def test_der_masks_unseen_classes_like_an_incremental_head_and_keeps_logits_of_the_fixed_head(trained):
     from types import SimpleNamespace
+
+    from avalanche_m2kd.plugins import SeenClassesMaskingPlugin
 
     der = trained["der"]
     assert der.model.classifier.out_features == 5  # a fixed head over all classes
     assert all(t.shape == (5,) for t in der.storage_policy.buffer.logits)
-    (mask,) = [p for p in der.plugins if isinstance(p, methods._PredictSeenClasses)]
+    assert [type(p) for p in der.plugins if isinstance(p, SeenClassesMaskingPlugin)] == [SeenClassesMaskingPlugin]
+    eval_only = METHODS["der"].build(10, SETTING, {"mask_unseen": "eval"})
+    assert any(isinstance(p, methods._PredictSeenClasses) for p in eval_only.plugins)
     state = SimpleNamespace(experience=_stream().train_stream[0], mb_output=torch.zeros(3, 5))
     mask = methods._PredictSeenClasses()
     mask.before_training_exp(state)
@@ -173,3 +177,15 @@ def test_der_predicts_only_seen_classes_and_keeps_logits_of_the_fixed_head(train
     assert torch.equal(state.mb_output, torch.zeros(3, 5))  # training sees every unit
     mask.after_eval_forward(state)
     assert (state.mb_output[:, :2] == 0).all() and (state.mb_output[:, 2:] == -1000).all()
+
+
+def test_bic_distils_over_the_classes_as_its_paper_does():
+    new, old = torch.randn(4, 3), torch.randn(4, 3)
+    paper = methods._BiCPlugin(mem_size=10, T=2)
+    expected = -(torch.softmax(old / 2, dim=1) * torch.log_softmax(new / 2, dim=1)).sum(1).mean()
+    assert torch.allclose(paper.cross_entropy(new, old), expected)
+    shipped = methods._BiCPlugin(mem_size=10, T=2, distillation="avalanche")  # softmax over the mini-batch
+    expected = -(torch.softmax(old / 2, dim=0) * torch.log_softmax(new / 2, dim=1)).sum(1).mean()
+    assert torch.allclose(shipped.cross_entropy(new, old), expected)
+    with pytest.raises(ValueError, match="distillation"):
+        methods._BiCPlugin(mem_size=10, distillation="tf")
