@@ -123,6 +123,7 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
         "model": strategy.model.state_dict(),
         "optimizer": strategy.optimizer.state_dict(),
         "optimized_params": _optimized_params(strategy),
+        "optimizer_slots": _optimizer_slots(strategy),
         "criterion": _criterion_state(strategy),
         "grad_scaler": _scaler_state(strategy),
         "plugins": {key: _plugin_state(p) for key, p in _stateful_plugins(strategy)},
@@ -169,6 +170,18 @@ def _optimized_params(strategy: Any) -> Optional[dict[str, Optional[list[int]]]]
         return None
     live = dict(strategy.model.named_parameters())
     return {n: None if live.get(n) is p else list(p.shape) for n, p in mapping.items()}
+
+
+def _optimizer_slots(strategy: Any) -> Optional[list[list[Union[str, list[int]]]]]:
+    """Each optimizer group's parameters in order: the name Avalanche maps it to, or the
+    shape of a tensor no longer in that map (an eval before the first train grows the
+    head, and Avalanche's first ``make_optimizer`` appends the new head tensors beside
+    the old ones, which stay in the optimizer)."""
+    mapping = getattr(strategy, "optimized_param_id", None)
+    if mapping is None:
+        return None
+    names = {id(p): n for n, p in mapping.items()}
+    return [[names.get(id(p), list(p.shape)) for p in g["params"]] for g in strategy.optimizer.param_groups]
 
 
 def _scaler_state(strategy: Any) -> Optional[dict[str, Any]]:
@@ -444,7 +457,7 @@ def load_checkpoint(
     plugins = _matching_plugins(strategy, state["plugins"])
     _check_avalanche_plugins(plugins, state["plugins"])
 
-    _load_model(strategy, state["model"], state["optimized_params"])
+    _load_model(strategy, state["model"], state["optimized_params"], state.get("optimizer_slots"))
     _load_optimizer(strategy, state["optimizer"])
     criterion = getattr(strategy, "_criterion", None)
     if state["criterion"] is not None and isinstance(criterion, nn.Module):
@@ -501,7 +514,10 @@ def _check_config(strategy: Any, state: dict[str, Any]) -> None:
 
 
 def _load_model(
-    strategy: Any, saved: dict[str, torch.Tensor], optimized: Optional[dict[str, Optional[list[int]]]]
+    strategy: Any,
+    saved: dict[str, torch.Tensor],
+    optimized: Optional[dict[str, Optional[list[int]]]],
+    slots: Optional[list[list[Union[str, list[int]]]]],
 ) -> None:
     """Load the weights, resizing heads that model adaptation grew (as Avalanche did),
     and rebuild the optimizer's parameter list as Avalanche's ``make_optimizer`` left it."""
@@ -528,7 +544,15 @@ def _load_model(
     for name, shape in optimized.items():
         if shape is not None:  # an older parameter still in the optimizer: a stand-in
             mapping[name] = nn.Parameter(torch.zeros(shape, device=mapping[name].device))
-    update_optimizer(strategy.optimizer, mapping, before, reset_state=True)
+    if slots is None:  # written before optimizer slots were saved
+        update_optimizer(strategy.optimizer, mapping, before, reset_state=True)
+    else:
+        for group, entries in zip(strategy.optimizer.param_groups, slots):
+            group["params"] = [
+                mapping[e] if isinstance(e, str) else nn.Parameter(torch.zeros(e, device=strategy.device))
+                for e in entries
+            ]
+        strategy.optimizer.state = collections.defaultdict(dict)
     strategy.optimized_param_id = mapping
 
 

@@ -382,3 +382,24 @@ def test_avalanche_plugin_attributes_are_pinned():
     stopper.best_state, stopper.best_val, stopper.best_step = {"w": torch.ones(1)}, 0.5, 3
     stopper.before_training_exp(strategy=None)
     assert (stopper.best_state, stopper.best_val, stopper.best_step) == (None, None, None)
+
+
+def test_head_grown_by_eval_before_training_resumes(digits_images, conv_net, tmp_path, identical):
+    """An eval before the first train grows the head, so Avalanche's first make_optimizer
+    keeps the pre-growth head tensors in the optimizer beside the new ones (found by
+    tests/test_properties.py): the resumed optimizer has the same slots."""
+    builds = iter([True, False])  # a script evaluates first only when it starts from scratch
+
+    def build():
+        strategy = _strategy(conv_net)
+        if next(builds):
+            strategy.eval(digits_images.test_stream[:2])  # 4 classes: the 2-unit head grows to 4
+        return strategy
+
+    whole, resumed = _whole_and_resumed(build, digits_images, tmp_path / "run.ckpt", n_experiences=3)
+    slots = [len(g["params"]) for g in whole.optimizer.param_groups]
+    assert slots == [len(list(whole.model.parameters())) + 2]  # the stale head weight and bias
+    assert [len(g["params"]) for g in resumed.optimizer.param_groups] == slots
+    assert identical(whole.model.state_dict(), resumed.model.state_dict())
+    assert identical(whole.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"])
+    assert whole.evaluator.get_all_metrics() == resumed.evaluator.get_all_metrics()
