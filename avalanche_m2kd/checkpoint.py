@@ -54,7 +54,6 @@ import pickle
 import random
 import tempfile
 import types
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -63,10 +62,11 @@ import torch
 from avalanche.distributed import DistributedHelper
 from avalanche.evaluation.metrics import Mean
 from avalanche.models.dynamic_optimizers import update_optimizer
-from avalanche.training.plugins import EarlyStoppingPlugin, LRSchedulerPlugin
 from torch import nn
 from torch.utils.data import Dataset
 
+from avalanche_m2kd._avalanche import EVALUATOR_STATE, MEAN_FIELDS, PLUGIN_FIELDS, PluginFields
+from avalanche_m2kd._avalanche import criterion as criterion_of
 from avalanche_m2kd.stream import experience_classes
 
 __all__ = ["CheckpointMismatchError", "load_checkpoint", "maybe_load_checkpoint", "save_checkpoint"]
@@ -190,7 +190,7 @@ def _scaler_state(strategy: Any) -> Optional[dict[str, Any]]:
 
 
 def _criterion_state(strategy: Any) -> Optional[dict[str, Any]]:
-    criterion = getattr(strategy, "_criterion", None)
+    criterion = criterion_of(strategy)
     return criterion.state_dict() if isinstance(criterion, nn.Module) else None
 
 
@@ -251,7 +251,7 @@ def _unsaved_state(strategy: Any, plugin: Any, names: list[str]) -> Optional[str
     objects), as ``"attribute `a.b[0]` (Type)"``; ``None`` when none does. The model,
     its tensors, the optimizer and the criterion are saved anyway and not counted."""
     seen = {id(strategy), id(plugin), id(strategy.model), id(strategy.optimizer)}
-    seen.add(id(getattr(strategy, "_criterion", None)))
+    seen.add(id(criterion_of(strategy)))
     seen.update(id(t) for t in strategy.model.state_dict(keep_vars=True).values())
     for name in names:
         found = _find_state(getattr(plugin, name), name, seen, depth=4)
@@ -292,60 +292,25 @@ def _find_state(value: Any, path: str, seen: set[int], depth: int) -> Optional[s
 # Every access to an attribute of an Avalanche plugin is in this table and the three
 # functions after it. tests/test_checkpoint.py pins the table against Avalanche's
 # classes: an upgrade that adds, renames or stops resetting an attribute fails there.
-@dataclass(frozen=True)
-class _PluginFields:
-    """What a checkpoint does with each attribute of one Avalanche plugin class.
-
-    Attributes:
-        saved: state carried from one experience to the next: saved and restored
-            (objects with a ``state_dict`` through it, ``Mean`` by its fields).
-        compared: construction options that change training: saved, and a resumed
-            plugin must have the same.
-        unsaved: neither: reset by the plugin at every experience's start, or
-            without effect on training.
-    """
-
-    saved: tuple[str, ...]
-    compared: tuple[str, ...]
-    unsaved: tuple[str, ...] = ()
-
-
-_AVALANCHE_PLUGINS: dict[type, _PluginFields] = {
-    # Its scheduler steps per epoch/iteration and is never reset with
-    # reset_scheduler=False; the flags and running loss serve metric-based
-    # schedulers (ReduceLROnPlateau) across hooks.
-    LRSchedulerPlugin: _PluginFields(
-        saved=("scheduler", "rolling_metric", "_was_training", "_just_validated", "_executed_train_iteration"),
-        compared=("reset_scheduler", "reset_lr", "metric", "step_granularity", "first_epoch_only", "first_exp_only"),
-    ),
-    # best_state / best_val / best_step are reset in before_training_exp: nothing
-    # crosses an experience boundary, where checkpoints are taken.
-    EarlyStoppingPlugin: _PluginFields(
-        saved=(),
-        compared=("val_stream_name", "metric_name", "metric_key", "patience", "peval_mode", "margin", "operator"),
-        unsaved=("best_state", "best_val", "best_step", "verbose"),
-    ),
-}
-_MEAN_FIELDS = ("summed", "weight")  # avalanche.evaluation.metrics.Mean (LRSchedulerPlugin.rolling_metric)
 
 
 def _has_state_dict(plugin: Any) -> bool:
     return callable(getattr(plugin, "state_dict", None)) and callable(getattr(plugin, "load_state_dict", None))
 
 
-def _avalanche_fields(plugin: Any) -> Optional[_PluginFields]:
+def _avalanche_fields(plugin: Any) -> Optional[PluginFields]:
     """The table's entry for ``plugin``, unless it saves itself (its own ``state_dict``)."""
     if _has_state_dict(plugin):
         return None
-    return next((f for cls, f in _AVALANCHE_PLUGINS.items() if isinstance(plugin, cls)), None)
+    return next((f for cls, f in PLUGIN_FIELDS.items() if isinstance(plugin, cls)), None)
 
 
-def _avalanche_plugin_state(plugin: Any, fields: _PluginFields) -> dict[str, Any]:
+def _avalanche_plugin_state(plugin: Any, fields: PluginFields) -> dict[str, Any]:
     saved: dict[str, Any] = {}
     for name in fields.saved:
         value = getattr(plugin, name)
         if isinstance(value, Mean):
-            saved[name] = {f: getattr(value, f) for f in _MEAN_FIELDS}
+            saved[name] = {f: getattr(value, f) for f in MEAN_FIELDS}
         elif callable(getattr(value, "state_dict", None)):
             saved[name] = {"type": type(value).__qualname__, "state_dict": value.state_dict()}
         else:
@@ -353,16 +318,16 @@ def _avalanche_plugin_state(plugin: Any, fields: _PluginFields) -> dict[str, Any
     return {"compared": _compared_options(plugin, fields), "saved": saved}
 
 
-def _compared_options(plugin: Any, fields: _PluginFields) -> dict[str, Any]:
+def _compared_options(plugin: Any, fields: PluginFields) -> dict[str, Any]:
     values = {name: getattr(plugin, name) for name in fields.compared}
     return {k: getattr(v, "__qualname__", v) if callable(v) else v for k, v in values.items()}
 
 
-def _load_avalanche_plugin_state(plugin: Any, fields: _PluginFields, state: dict[str, Any]) -> None:
+def _load_avalanche_plugin_state(plugin: Any, fields: PluginFields, state: dict[str, Any]) -> None:
     for name in fields.saved:
         current, saved = getattr(plugin, name), state["saved"][name]
         if isinstance(current, Mean):
-            for f in _MEAN_FIELDS:
+            for f in MEAN_FIELDS:
                 setattr(current, f, saved[f])
         elif callable(getattr(current, "load_state_dict", None)):
             current.load_state_dict(saved["state_dict"])
@@ -391,8 +356,7 @@ def _check_avalanche_plugins(plugins: list[tuple[str, Any]], saved: dict[str, An
 
 def _evaluator_blob(strategy: Any) -> bytes:
     ev = strategy.evaluator
-    fields = ("metrics", "all_metric_results", "last_metric_results", "_metric_values")
-    return pickle.dumps({f: getattr(ev, f) for f in fields if hasattr(ev, f)})
+    return pickle.dumps({f: getattr(ev, f) for f in EVALUATOR_STATE if hasattr(ev, f)})
 
 
 def _rng_state() -> dict[str, Any]:
@@ -459,7 +423,7 @@ def load_checkpoint(
 
     _load_model(strategy, state["model"], state["optimized_params"], state.get("optimizer_slots"))
     _load_optimizer(strategy, state["optimizer"])
-    criterion = getattr(strategy, "_criterion", None)
+    criterion = criterion_of(strategy)
     if state["criterion"] is not None and isinstance(criterion, nn.Module):
         criterion.load_state_dict(state["criterion"])
     scaler = getattr(strategy, "grad_scaler", None)

@@ -6,13 +6,10 @@ from typing import Any, Optional, Sequence
 
 import torch
 from avalanche.benchmarks.utils import AvalancheDataset
-from avalanche.training.storage_policy import (
-    HerdingSelectionStrategy,
-    ParametricBuffer,
-    _ParametricSingleBuffer,
-)
+from avalanche.training.storage_policy import HerdingSelectionStrategy, ParametricBuffer
 from torch.utils.data import DataLoader
 
+from avalanche_m2kd._avalanche import ParametricSingleBuffer
 from avalanche_m2kd.features import INPUT_SUFFIX, FeatureCapture, find_head
 
 __all__ = ["ClassBalancedBuffer", "HeadInputHerding"]
@@ -164,7 +161,7 @@ class ClassBalancedBuffer(ParametricBuffer):
                     f"The saved exemplars of class {c} are not of class {c} in experience "
                     f"{e} of the given stream: resume with the stream the run was started on"
                 )
-            single = _ParametricSingleBuffer(group["max_size"], self.selection_strategy)
+            single = ParametricSingleBuffer(group["max_size"], self.selection_strategy)
             single.buffer = subset
             self.buffer_groups[int(c)] = single
             self.class_experience[int(c)] = e

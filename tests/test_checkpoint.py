@@ -28,6 +28,7 @@ from torch import nn
 
 from avalanche_m2kd import M2KDStrategy
 from avalanche_m2kd import checkpoint as ckpt
+from avalanche_m2kd._avalanche import MEAN_FIELDS, PLUGIN_FIELDS
 from avalanche_m2kd.checkpoint import CheckpointMismatchError, load_checkpoint, maybe_load_checkpoint, save_checkpoint
 from avalanche_m2kd.data import split_digits
 
@@ -371,12 +372,12 @@ def test_avalanche_plugin_attributes_are_pinned():
     """The table of Avalanche plugin attributes matches Avalanche's classes: an upgrade
     that adds, renames or stops resetting an attribute fails here, not in a resumed run."""
     instances = _avalanche_plugin_instances()
-    assert set(ckpt._AVALANCHE_PLUGINS) == set(instances)
+    assert set(PLUGIN_FIELDS) == set(instances)
     for cls, plugin in instances.items():
-        fields = ckpt._AVALANCHE_PLUGINS[cls]
+        fields = PLUGIN_FIELDS[cls]
         assert sorted(vars(plugin)) == sorted(fields.saved + fields.compared + fields.unsaved), cls.__name__
     assert isinstance(instances[LRSchedulerPlugin].rolling_metric, Mean)
-    assert sorted(vars(Mean())) == sorted(ckpt._MEAN_FIELDS)
+    assert sorted(vars(Mean())) == sorted(MEAN_FIELDS)
 
     stopper = instances[EarlyStoppingPlugin]  # its unsaved best_* are reset at each experience
     stopper.best_state, stopper.best_val, stopper.best_step = {"w": torch.ones(1)}, 0.5, 3

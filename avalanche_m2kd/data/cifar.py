@@ -34,6 +34,7 @@ __all__ = [
     "CIFAR100_MISSING_HINT",
     "CIFAR100_TRAIN_TRANSFORM",
     "CIFAR100NotFoundError",
+    "ClassSubset",
     "cifar100_class_order",
     "load_cifar100",
     "split_cifar100",
@@ -219,7 +220,7 @@ def load_cifar100(
         ) from exc
 
 
-class _ClassSubset(Dataset):
+class ClassSubset(Dataset):
     """The first ``k`` samples of each class of a dataset, with a ``targets`` list."""
 
     def __init__(self, dataset: Dataset, k: int) -> None:
@@ -339,7 +340,7 @@ def split_cifar100(
         order = _order_for(present, class_order)
         per_exp_classes = _per_exp_classes(len(order), n_experiences, first_exp_classes)
     if max_train_per_class is not None:
-        train_dataset = _ClassSubset(train_dataset, max_train_per_class)
+        train_dataset = ClassSubset(train_dataset, max_train_per_class)
 
     return nc_benchmark(
         train_dataset=train_dataset,

@@ -20,7 +20,8 @@ from typing import Optional, Sequence, Union
 
 from torch.utils.data import Dataset
 
-from avalanche_m2kd.data.cifar import _ClassSubset
+from avalanche_m2kd._avalanche import fmnist_default_transforms
+from avalanche_m2kd.data.cifar import ClassSubset
 
 __all__ = [
     "DEBIAN_FASHION_MNIST",
@@ -156,7 +157,6 @@ def split_fmnist(
         FashionMNISTNotFoundError: the unpacked files are missing (never downloads).
         ValueError: a bad stream or class order.
     """
-    from avalanche.benchmarks.classic import cfashion_mnist
     from avalanche.benchmarks.datasets.external_datasets.fmnist import get_fmnist_dataset
     from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
 
@@ -174,12 +174,12 @@ def split_fmnist(
             "unpacked idx files there"
         )
     train, test = get_fmnist_dataset(str(Path(dataset_root).expanduser()))
-    train_set: Dataset = train if max_train_per_class is None else _ClassSubset(train, max_train_per_class)
-    test_set: Dataset = test if max_test_per_class is None else _ClassSubset(test, max_test_per_class)
+    train_set: Dataset = train if max_train_per_class is None else ClassSubset(train, max_train_per_class)
+    test_set: Dataset = test if max_test_per_class is None else ClassSubset(test, max_test_per_class)
     if train_transform == "default":
-        train_transform = cfashion_mnist._default_fmnist_train_transform
+        train_transform = fmnist_default_transforms()[0]
     if eval_transform == "default":
-        eval_transform = cfashion_mnist._default_fmnist_eval_transform
+        eval_transform = fmnist_default_transforms()[1]
     return nc_benchmark(
         train_dataset=train_set,
         test_dataset=test_set,
