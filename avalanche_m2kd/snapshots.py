@@ -407,6 +407,7 @@ class SnapshotStore:
         self._feature_specs: list[str] = []
         self._owner_cache: Optional[dict[str, Tensor]] = None
         self._step_outputs: dict[tuple, tuple[Tensor, int, tuple[Tensor, dict[str, Tensor]]]] = {}
+        self._stacks: Optional[Any] = None  # batched_teachers.TeacherStacks, for run_teachers
         self.cache_teachers = cache_teachers
 
     @property
@@ -708,12 +709,44 @@ class SnapshotStore:
             (True, False)
         """
         key = (k, batch_norm, dtype)
-        hit = self._step_outputs.get(key)
-        if hit is not None and hit[0] is x and hit[1] == x._version:
-            return hit[2]
+        if self._ran_this_step(k, x, batch_norm, dtype):
+            return self._step_outputs[key][2]
         out = self.teacher(k).run(x, batch_norm, dtype)
         self._step_outputs[key] = (x, x._version, out)
         return out
+
+    def run_teachers(
+        self,
+        ids: Sequence[int],
+        x: Tensor,
+        batch_norm: TeacherBatchNorm = "running",
+        dtype: Optional[torch.dtype] = None,
+        batching: str = "loop",
+    ) -> list[tuple[Tensor, dict[str, Tensor]]]:
+        """:meth:`run_teacher` of each teacher in ``ids``, run together with ``batching``.
+
+        ``"loop"`` (default) is :meth:`run_teacher` in turn; ``"vmap"`` and
+        ``"streams"`` run the teachers not yet run this step on ``x`` together (see
+        :mod:`avalanche_m2kd.batched_teachers`: same results to float rounding, same
+        features) and keep their outputs for the step as :meth:`run_teacher` does.
+        With :attr:`cache_teachers` off they run in the loop (batching needs every
+        teacher held at once).
+        """
+        todo = [k for k in dict.fromkeys(ids) if not self._ran_this_step(k, x, batch_norm, dtype)]
+        if batching != "loop" and self._cache_teachers and len(todo) > 1:
+            from avalanche_m2kd.batched_teachers import TeacherStacks  # it imports this module
+
+            if self._stacks is None:
+                self._stacks = TeacherStacks()
+            teachers = [self.teacher(k) for k in range(len(self))]
+            outputs = self._stacks.run(teachers, x, batch_norm, dtype, batching, todo, self._feature_specs)
+            for k, out in zip(todo, outputs):
+                self._step_outputs[(k, batch_norm, dtype)] = (x, x._version, out)
+        return [self.run_teacher(k, x, batch_norm, dtype) for k in ids]
+
+    def _ran_this_step(self, k: int, x: Tensor, batch_norm: str, dtype: Optional[torch.dtype]) -> bool:
+        hit = self._step_outputs.get((k, batch_norm, dtype))
+        return hit is not None and hit[0] is x and hit[1] == x._version
 
     def end_step(self) -> None:
         """Forget the outputs :meth:`run_teacher` kept for this step."""
@@ -723,6 +756,7 @@ class SnapshotStore:
         """Free every materialised teacher (they are rebuilt on demand)."""
         self._teachers.clear()
         self._step_outputs.clear()
+        self._stacks = None
 
     def held_teachers(self) -> list[int]:
         """Indices of the teachers materialised now, in increasing order."""
@@ -733,11 +767,14 @@ class SnapshotStore:
 
         The dense weights (parameters and buffers) of the teachers held, plus, with
         :attr:`cache_teachers` off in ``nested`` mode, the unpacked owner indices
-        kept for rebuilding (1 byte per prunable weight). With caching on, ``T``
-        snapshots hold up to ``T`` dense models; off, at most one plus the owners.
+        kept for rebuilding (1 byte per prunable weight), and the stacked copies
+        :meth:`run_teachers` makes for ``batching="vmap"``. With caching on, ``T``
+        snapshots hold up to ``T`` dense models (``2T`` with ``vmap``); off, at most
+        one plus the owners.
         """
         dense = sum(t.nbytes() for t in self._teachers.values())
-        return dense + _tensor_bytes(self._owner_cache or {})
+        stacked = self._stacks.nbytes() if self._stacks is not None else 0  # teacher_batching="vmap"
+        return dense + stacked + _tensor_bytes(self._owner_cache or {})
 
     # ------------------------------------------------------------ accounting
     def nbytes(self) -> int:

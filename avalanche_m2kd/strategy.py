@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
+from avalanche_m2kd.batched_teachers import TeacherBatching, check_teacher_batching
 from avalanche_m2kd.criterion import LogitAdjustedCrossEntropy
 from avalanche_m2kd.exemplars import ClassBalancedBuffer, HeadInputHerding
 from avalanche_m2kd.features import find_head, resolve_layer_specs
@@ -209,6 +210,14 @@ class M2KDStrategy(SupervisedTemplate):
             the experience; ``False`` rebuilds and frees them inside each step (at
             most one dense teacher at a time; about 17 ms per ResNet-32 teacher per
             step on our CPU).
+        teacher_batching: how the teachers of one mini-batch run: ``"loop"``
+            (default: one after the other, bit-exact nested teachers), ``"vmap"``
+            (same-architecture teachers as one ``torch.func.vmap`` forward over their
+            stacked weights, features captured too; holds a stacked copy of the
+            teachers) or ``"streams"`` (each teacher on its own CUDA stream; the loop
+            on a CPU). Batched losses equal the loop's to float rounding. Meant for
+            CUDA; on our CPU vmap was slower than the loop. Needs
+            ``cache_teachers=True``. See :mod:`avalanche_m2kd.batched_teachers`.
         mixed_precision: ``None`` (default: float32), ``torch.bfloat16`` or
             ``torch.float16``: the student's forward runs under ``torch.autocast`` on
             the strategy's device, the losses in float32; with float16 the loss is
@@ -267,6 +276,7 @@ class M2KDStrategy(SupervisedTemplate):
         recalibrate_bn: bool = True,
         teacher_dtype: Optional[torch.dtype] = None,
         cache_teachers: bool = True,
+        teacher_batching: TeacherBatching = "loop",
         mixed_precision: Optional[torch.dtype] = None,
         ddp_find_unused_parameters: bool = False,
         check_finite: bool = True,
@@ -275,6 +285,7 @@ class M2KDStrategy(SupervisedTemplate):
         _check_training_options(train_epochs, post_prune_epochs, device)
         check_choice(feature_loss, FeatureLoss, "feature_loss")
         check_choice(feature_teachers, TeacherSet, "feature_teachers")
+        check_teacher_batching(teacher_batching, cache_teachers)
         for name, weight in (("mm_weight", mm_weight), ("feat_weight", feat_weight)):
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
                 raise ValueError(f"Expected argument `{name}` to be a number >= 0, but got {weight!r}")
@@ -315,6 +326,7 @@ class M2KDStrategy(SupervisedTemplate):
             "recalibrate_bn": recalibrate_bn,
             "teacher_dtype": None if teacher_dtype is None else str(teacher_dtype),
             "cache_teachers": cache_teachers,
+            "teacher_batching": teacher_batching,
             "mixed_precision": None if mixed_precision is None else str(mixed_precision),
         }
         self.masking = SnapshotMaskingPlugin(
@@ -339,6 +351,7 @@ class M2KDStrategy(SupervisedTemplate):
                 teacher_sample=teacher_sample,
                 teacher_dtype=teacher_dtype,
                 cache_teachers=cache_teachers,
+                teacher_batching=teacher_batching,
             ),
         ]
         feature_plugin = MultiLevelDistillationPlugin(
@@ -350,6 +363,7 @@ class M2KDStrategy(SupervisedTemplate):
             head_name=head_name,
             teacher_bn=teacher_bn,
             teacher_dtype=teacher_dtype,
+            teacher_batching=teacher_batching,
         )
         if feat_weight > 0:
             m2kd.append(feature_plugin)

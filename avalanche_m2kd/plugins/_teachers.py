@@ -8,6 +8,7 @@ import torch
 from avalanche.training.plugins import SupervisedPlugin
 from torch import Tensor
 
+from avalanche_m2kd.batched_teachers import TeacherBatching, check_teacher_batching
 from avalanche_m2kd.snapshots import (
     SnapshotStore,
     TeacherBatchNorm,
@@ -34,6 +35,8 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
     ``cache_teachers`` (``None``: leave the store's setting) sets the store's
     :attr:`~avalanche_m2kd.snapshots.SnapshotStore.cache_teachers`; when it is off,
     the plugin frees the teacher the store holds after every training iteration.
+    ``teacher_batching`` how several teachers run on one mini-batch (``"loop"``,
+    ``"vmap"`` or ``"streams"``: :mod:`avalanche_m2kd.batched_teachers`).
     """
 
     def __init__(
@@ -43,9 +46,11 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
         teacher_bn: TeacherBatchNorm = "batch",
         teacher_dtype: Optional[torch.dtype] = None,
         cache_teachers: Optional[bool] = None,
+        teacher_batching: TeacherBatching = "loop",
     ):
         super().__init__()
         check_choice(teacher_bn, TeacherBatchNorm, "teacher_bn")
+        self.teacher_batching: TeacherBatching = check_teacher_batching(teacher_batching, cache_teachers)
         self.teacher_bn: TeacherBatchNorm = teacher_bn
         self.teacher_dtype = teacher_dtype
         self.owns_store = store is None
@@ -78,6 +83,10 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
     def run_teacher(self, k: int, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and features of teacher ``k`` on ``x``, with this plugin's options."""
         return self.store.run_teacher(k, x, self.teacher_bn, self.teacher_dtype)
+
+    def run_teachers(self, ids: list[int], x: Tensor) -> list[tuple[Tensor, dict[str, Tensor]]]:
+        """:meth:`run_teacher` of each of ``ids``, together as ``teacher_batching`` says."""
+        return self.store.run_teachers(ids, x, self.teacher_bn, self.teacher_dtype, self.teacher_batching)
 
     def before_training_exp(self, strategy, *args, **kwargs):
         device = getattr(strategy, "device", None)

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from avalanche_m2kd.batched_teachers import TeacherBatching
 from avalanche_m2kd.features import INPUT_SUFFIX, FeatureCapture, find_head, resolve_layer_specs
 from avalanche_m2kd.losses import FeatureLoss, multi_level_distillation_loss
 from avalanche_m2kd.options import check_choice
@@ -44,6 +45,8 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
             that a teacher they share runs once per mini-batch.
         cache_teachers: keep the teachers dense for the whole experience or free
             them after each step, as in :class:`MultiModelDistillationPlugin`.
+        teacher_batching: ``"loop"`` (default), ``"vmap"`` or ``"streams"``, as in
+            :class:`MultiModelDistillationPlugin` (features are captured batched too).
         store: a shared :class:`SnapshotStore`; ``None`` keeps a private full-copy one.
         head_name: the classifier head (found if ``None``).
     """
@@ -59,8 +62,9 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         teacher_bn: TeacherBatchNorm = "batch",
         teacher_dtype: Optional[torch.dtype] = None,
         cache_teachers: Optional[bool] = None,
+        teacher_batching: TeacherBatching = "loop",
     ) -> None:
-        super().__init__(store, head_name, teacher_bn, teacher_dtype, cache_teachers)
+        super().__init__(store, head_name, teacher_bn, teacher_dtype, cache_teachers, teacher_batching)
         check_choice(loss, FeatureLoss, "loss")
         if weight < 0:
             raise ValueError(f"Expected argument `weight` to be >= 0, but got {weight}")
@@ -95,11 +99,7 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         ids = self.teacher_ids(self.teachers)
         if not ids or self.weight == 0 or self._student is None:
             return None
-        teachers = []
-        for k in ids:
-            _, feats = self.run_teacher(k, strategy.mb_x)
-            teachers.append([feats[s] for s in self._student.specs])
-        return teachers
+        return [[feats[s] for s in self._student.specs] for _, feats in self.run_teachers(ids, strategy.mb_x)]
 
     def before_backward(self, strategy, *args, **kwargs):
         teachers = self.pending_outputs(strategy)
