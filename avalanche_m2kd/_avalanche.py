@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: ``(class, method)``: private methods of Avalanche classes that our subclasses
-#: override (``ClassBalancedBuffer``, ``M2KDStrategy``) or call (``WandBLogger``).
+#: override (``ClassBalancedBuffer``, ``TrainingMixin``) or call (``WandBLogger``).
 OVERRIDDEN_HOOKS: tuple[tuple[type, str], ...] = (
     (ParametricBuffer, "_split_by_class"),
     (SupervisedTemplate, "_before_training_exp"),

@@ -6,14 +6,10 @@ import warnings
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
-import torch.distributed as dist
-from avalanche.benchmarks.utils.data_loader import SingleDatasetDataLoader
-from avalanche.distributed import DistributedHelper
 from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin, SupervisedPlugin
 from avalanche.training.plugins.evaluation import default_evaluator
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from avalanche_m2kd.batched_teachers import TeacherBatching, check_teacher_batching
@@ -32,6 +28,7 @@ from avalanche_m2kd.plugins._teachers import TeacherSet
 from avalanche_m2kd.plugins.snapshot_masking import ReleasedRestore
 from avalanche_m2kd.pruning import PruneRatio
 from avalanche_m2kd.snapshots import SnapshotMode, SnapshotStore, TeacherBatchNorm
+from avalanche_m2kd.training import TrainingMixin, validate_mixed_precision
 
 __all__ = ["M2KDStrategy"]
 
@@ -117,10 +114,12 @@ class _ExemplarReplay(ReplayPlugin, supports_distributed=True):
         self.storage_policy.load_state_dict(state, datasets)
 
 
-class M2KDStrategy(SupervisedTemplate):
+class M2KDStrategy(TrainingMixin, SupervisedTemplate):
     """M2KD (Zhou et al., BMVC 2020) as an Avalanche strategy.
 
-    A thin composition of Avalanche's ``SupervisedTemplate`` with, in this order:
+    A thin composition of Avalanche's ``SupervisedTemplate`` and
+    :class:`~avalanche_m2kd.training.TrainingMixin` (torchrun, mixed precision, the
+    finite-loss check) with, in this order:
 
     1. :class:`~avalanche_m2kd.plugins.SnapshotMaskingPlugin` — the snapshot store
        (``nested`` mask-based pruning, ``pruned`` or ``full``);
@@ -296,15 +295,7 @@ class M2KDStrategy(SupervisedTemplate):
             )
         if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size < 0:
             raise ValueError(f"Expected argument `mem_size` to be an int >= 0, but got {mem_size!r}")
-        if mixed_precision not in (None, torch.bfloat16, torch.float16):
-            raise ValueError(
-                "Expected argument `mixed_precision` to be None, torch.bfloat16 or "
-                f"torch.float16, but got {mixed_precision!r}"
-            )
-        self.mixed_precision = mixed_precision
-        self.check_finite = check_finite
-        self.ddp_find_unused_parameters = ddp_find_unused_parameters
-        self._ddp: Optional[DistributedDataParallel] = None
+        validate_mixed_precision(mixed_precision)
         self.m2kd_config: dict[str, Any] = {
             "feature_layers": None if feature_layers is None else list(feature_layers),
             "mem_size": mem_size,
@@ -382,109 +373,9 @@ class M2KDStrategy(SupervisedTemplate):
             evaluator=evaluator,
             eval_every=eval_every,
             peval_mode=peval_mode,
-        )
-        self.grad_scaler: Optional[torch.amp.GradScaler] = (
-            torch.amp.GradScaler(self.device.type) if mixed_precision == torch.float16 else None
-        )
-
-    # ------------------------------------------------------------ distributed
-    def _before_training_exp(self, **kwargs) -> None:
-        super()._before_training_exp(**kwargs)  # adapts the model, then the plugins
-        self._ddp = None
-        if DistributedHelper.is_distributed:
-            on_gpu = self.device.type == "cuda"
-            self._ddp = DistributedDataParallel(
-                self.model,
-                device_ids=[self.device] if on_gpu else None,
-                find_unused_parameters=self.ddp_find_unused_parameters,
-            )
-
-    def forward(self):
-        """The student's output: through the DDP wrapper while training distributed,
-        under ``torch.autocast`` with ``mixed_precision`` (returned as float32, so the
-        losses are computed in full precision)."""
-        if self.mixed_precision is None:
-            return self._forward()
-        with torch.autocast(self.device.type, dtype=self.mixed_precision):
-            output = self._forward()
-        return output.float() if isinstance(output, torch.Tensor) else output
-
-    def _forward(self):
-        if self._ddp is not None and self.is_training:
-            return self._ddp(self.mb_x)
-        return super().forward()
-
-    def _after_training_exp(self, **kwargs) -> None:
-        if self._ddp is not None:
-            self._ddp = None  # its gradient hooks go with it; the next experience rewraps
-            with torch.no_grad():
-                for buffer in self.model.buffers():
-                    dist.broadcast(buffer, src=0)
-        super()._after_training_exp(**kwargs)  # the snapshot is recorded here
-
-    def make_eval_dataloader(self, **kwargs) -> None:
-        """Avalanche's evaluation loader; under ``torchrun``, over the whole dataset on
-        every rank.
-
-        Avalanche 0.6.0 shards evaluation data with a padded ``DistributedSampler``
-        and never reduces the metrics: each rank, and the loggers on rank 0, would
-        report the accuracy (loss, forgetting, ...) of its own shard, with repeated
-        samples where the set does not split evenly. Every rank evaluates the whole
-        set instead, in the order of one process, so every metric of any evaluator
-        is that of one process and the ranks agree by construction (so do decisions
-        taken from metrics, e.g. early stopping). Evaluation is then not faster with
-        more processes; training still is.
-        """
-        super().make_eval_dataloader(**kwargs)
-        if DistributedHelper.is_distributed:
-            sharded = self.dataloader
-            self.dataloader = SingleDatasetDataLoader(
-                self.adapted_dataset,
-                self.eval_mb_size,
-                distributed_sampling=False,
-                ffcv_args=sharded.ffcv_args,
-                **sharded.loader_kwargs,
-            )
-
-    def backward(self) -> None:
-        """The backward pass, after checking the loss is finite (``check_finite``)."""
-        if self.check_finite and not bool(torch.isfinite(self.loss).all()):
-            raise FloatingPointError(self._non_finite_message())
-        if self.grad_scaler is None:
-            super().backward()
-        else:
-            self.grad_scaler.scale(self.loss).backward(retain_graph=self.retain_graph)
-
-    def optimizer_step(self) -> None:
-        """The optimizer step; through the ``GradScaler`` with float16 ``mixed_precision``."""
-        if self.grad_scaler is None:
-            super().optimizer_step()
-        else:
-            self.grad_scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
-            self.grad_scaler.update()
-
-    def _non_finite_message(self) -> str:
-        clock = self.clock
-        inputs_ok = bool(torch.isfinite(self.mb_x).all()) if isinstance(self.mb_x, torch.Tensor) else True
-        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
-        if not inputs_ok:
-            cause = "the mini-batch inputs contain NaN or inf: check the dataset and its transforms"
-        elif bad:
-            cause = (
-                f"{len(bad)} model parameter(s) are already non-finite (e.g. {bad[0]!r}): the "
-                "training diverged earlier; lower the learning rate or clip gradients"
-            )
-        else:
-            cause = (
-                "inputs and weights are finite, so a loss term overflowed: lower the learning "
-                "rate, raise `temperature` if the distillation term explodes, or clip gradients"
-            )
-        return (
-            f"The training loss is {float(self.loss.detach().sum())} at experience "
-            f"{clock.train_exp_counter}, epoch {clock.train_exp_epochs}, iteration "
-            f"{clock.train_epoch_iterations}: {cause}. Nothing was updated with it; a "
-            "checkpoint saved before (avalanche_m2kd.checkpoint) is still good. Pass "
-            "check_finite=False to train on regardless."
+            mixed_precision=mixed_precision,
+            check_finite=check_finite,
+            ddp_find_unused_parameters=ddp_find_unused_parameters,
         )
 
     @property
