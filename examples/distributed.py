@@ -13,7 +13,7 @@ Split digits (no download) as 8x8 images, a small conv net with BatchNorm and an
 
 ``--train-mb-size`` is the global mini-batch: each of the N processes takes 1/N of it,
 so the runs see the same number of samples per step. With ``--out DIR`` each rank writes
-``DIR/rank<r>.pt``: its final weights, snapshot store and exemplar buffer, its
+``DIR/rank<r>.pt``: its device, final weights, snapshot store and exemplar buffer, its
 accuracy on the whole test set (counted directly, on every rank), and the accuracies
 its evaluator reported after ``strategy.eval`` (on rank 0, also those its logger got).
 """
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> float:
                 "reported": {k: float(v) for k, v in reported.items() if isinstance(v, (int, float))},
                 "logged": loggers[0].logged if loggers else None,
                 "world_size": world,
+                "device": str(device),
             },
             os.path.join(args.out, f"rank{rank}.pt"),
         )
