@@ -19,6 +19,7 @@ from avalanche_m2kd.plugins import (
 )
 from avalanche_m2kd.snapshots import FrozenTeacher, SnapshotStore
 from avalanche_m2kd.strategy import M2KDStrategy
+from avalanche_m2kd.training import TrainingMixin
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "SeenClassesMaskingPlugin",
     "SnapshotMaskingPlugin",
     "SnapshotStore",
+    "TrainingMixin",
     "WandBLogger",
     "__version__",
 ]

@@ -9,7 +9,7 @@ import torch
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 
-from avalanche_m2kd.training import TrainingMixin
+from avalanche_m2kd import TrainingMixin
 
 
 class _RobustNaive(TrainingMixin, Naive):
