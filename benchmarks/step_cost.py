@@ -29,6 +29,12 @@ teachers in the default memory format against the variant (``--uncached-teachers
 every step; its "teacher forward" includes that rebuild): each setting has its own model, store and
 plugins built from the same seed, and their steps are timed in turn (one step of
 each per repetition, so that the machine's load drifts over all of them alike).
+``--teacher-batching vmap streams`` compares the teachers run together
+(:mod:`avalanche_m2kd.batched_teachers`) against the loop the same way.
+
+``--device cuda`` runs everything on the GPU (every timed step ends with
+``torch.cuda.synchronize()``, so it counts the GPU's work, not only the launches);
+``--student-dtype float16`` and ``--teacher-dtype float16`` are for CUDA.
 
     python -m benchmarks.step_cost                       # T = 1, 3, 9; batch 128
     python -m benchmarks.step_cost --teachers 1 9 --batch 64 --reps 5
@@ -36,6 +42,7 @@ each per repetition, so that the machine's load drifts over all of them alike).
     python -m benchmarks.step_cost --teacher-dtype bfloat16         # bf16 autocast teachers
     python -m benchmarks.step_cost --channels-last teachers all     # memory format
     python -m benchmarks.step_cost --uncached-teachers              # rebuild cost per step
+    python -m benchmarks.step_cost --device cuda --teacher-batching vmap streams --teacher-dtype bfloat16
 """
 
 from __future__ import annotations
@@ -101,6 +108,8 @@ def make_steps(
     cache_teachers: bool = True,
     student_dtype: Optional[torch.dtype] = None,
     teachers_first: bool = True,
+    teacher_batching: str = "loop",
+    device: str = "cpu",
 ) -> SimpleNamespace:
     """A seeded ResNet-32, its store of ``n_teachers`` snapshots and the step functions.
 
@@ -118,13 +127,16 @@ def make_steps(
             before 2026-11-25).
         student_dtype: the student's forward under ``torch.autocast`` in this dtype,
             its output cast to float32, as ``M2KDStrategy(mixed_precision=...)`` does.
+        teacher_batching: the plugins' option (``"loop"``, ``"vmap"``, ``"streams"``).
+        device: where the model, teachers and mini-batches live; on CUDA every step
+            ends with ``torch.cuda.synchronize()``.
 
     Returns:
         ``student``, ``teacher`` (one forward), ``m2kd`` and ``floor`` steps, the
         ``store``, and ``close()`` to remove the student's hooks.
     """
     torch.manual_seed(0)
-    model = make_icarl_net(num_classes=100)
+    model = make_icarl_net(num_classes=100).to(device)
     model.train()
     if channels_last == "all":
         model = model.to(memory_format=torch.channels_last)
@@ -139,10 +151,11 @@ def make_steps(
             store.teacher(k).module.to(memory_format=torch.channels_last)
     seen = (n_teachers + 1) * CLASSES_PER_EXPERIENCE
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    inputs = [torch.randn(batch, 3, 32, 32) for _ in range(reps + 2)]
+    inputs = [torch.randn(batch, 3, 32, 32, device=device) for _ in range(reps + 2)]
     if channels_last == "all":
         inputs = [x.contiguous(memory_format=torch.channels_last) for x in inputs]
-    targets = torch.randint(0, seen, (batch,))
+    targets = torch.randint(0, seen, (batch,), device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     counter = itertools.count()
 
     def fresh() -> torch.Tensor:  # a new tensor each step: the teachers' memo never skips a forward
@@ -153,23 +166,26 @@ def make_steps(
         loss = F.cross_entropy(model(fresh())[:, :seen], targets)
         loss.backward()
         optimizer.step()
+        sync()
 
     turn = itertools.count()
 
     def teacher_forward() -> None:  # round-robin: each teacher's weights as cold as in a step
         store.teacher(next(turn) % n_teachers).run(fresh(), "batch", teacher_dtype)
+        sync()
 
-    strategy = SimpleNamespace(model=model, experience=None, mb_x=None, mb_output=None, loss=None, device="cpu")
+    strategy = SimpleNamespace(model=model, experience=None, mb_x=None, mb_output=None, loss=None, device=device)
     logit_plugin = MultiModelDistillationPlugin(store=store, teacher_sample=teacher_sample,
-                                                teacher_dtype=teacher_dtype)
-    feature_plugin = MultiLevelDistillationPlugin(store=store, head_name=HEAD, teacher_dtype=teacher_dtype)
+                                                teacher_dtype=teacher_dtype, teacher_batching=teacher_batching)
+    feature_plugin = MultiLevelDistillationPlugin(store=store, head_name=HEAD, teacher_dtype=teacher_dtype,
+                                                  teacher_batching=teacher_batching)
     logit_plugin.before_training_exp(strategy)
     feature_plugin.before_training_exp(strategy)
 
     def student_forward(x: torch.Tensor) -> torch.Tensor:
         if student_dtype is None:
             return model(x)
-        with torch.autocast("cpu", dtype=student_dtype):
+        with torch.autocast(torch.device(device).type, dtype=student_dtype):
             return model(x).float()
 
     def m2kd_step() -> None:
@@ -188,6 +204,7 @@ def make_steps(
         strategy.loss.backward()
         optimizer.step()
         logit_plugin.after_training_iteration(strategy)  # frees the teachers if not cached
+        sync()
 
     def floor_step() -> None:  # the same forwards and backward, no distillation loss
         optimizer.zero_grad()
@@ -198,6 +215,7 @@ def make_steps(
         loss = F.cross_entropy(student_forward(x)[:, :seen], targets)
         loss.backward()
         optimizer.step()
+        sync()
 
     def close() -> None:
         feature_plugin.after_training_exp(strategy)  # removes the student's feature hooks
@@ -206,9 +224,10 @@ def make_steps(
                            store=store, close=close)
 
 
-def measure(n_teachers: int, batch: int, reps: int, teacher_sample: int | None = None) -> dict[str, float]:
+def measure(n_teachers: int, batch: int, reps: int, teacher_sample: int | None = None,
+            device: str = "cpu") -> dict[str, float]:
     """Seconds per student step, teacher forward and M2KD step with ``n_teachers``."""
-    steps = make_steps(n_teachers, batch, reps, teacher_sample)
+    steps = make_steps(n_teachers, batch, reps, teacher_sample, device=device)
     student = _median_time(steps.student, reps)
     teacher = _median_time(steps.teacher, reps)
     m2kd = _median_time(steps.m2kd, reps)
@@ -218,19 +237,22 @@ def measure(n_teachers: int, batch: int, reps: int, teacher_sample: int | None =
                 ratio=m2kd / (student + n_teachers * teacher), ratio_floor=m2kd / floor)
 
 
-def compare(n_teachers: int, batch: int, reps: int, variants: dict[str, dict]) -> dict[str, dict[str, float]]:
+def compare(n_teachers: int, batch: int, reps: int, variants: dict[str, dict],
+            device: str = "cpu") -> dict[str, dict[str, float]]:
     """M2KD step and teacher forward of fp32 default-format teachers and of each variant.
 
     Args:
-        variants: name -> keyword arguments of the setting (``teacher_dtype``,
-            ``channels_last``); the baseline is added under ``"default"``.
+        variants: name -> keyword arguments of :func:`make_steps` for the setting
+            (``teacher_dtype``, ``channels_last``, ``teacher_batching``, ...); the
+            baseline (fp32 teachers and student, the loop) is added under ``"default"``.
+        device: where every setting runs.
 
     Returns:
         name -> ``{"m2kd": s, "teacher": s, "m2kd_ratio": ..., "teacher_ratio": ...}``,
         the ratios against the baseline (below 1: the variant is faster).
     """
-    settings = {"default": make_steps(n_teachers, batch, reps)}
-    settings.update({name: make_steps(n_teachers, batch, reps, **kw) for name, kw in variants.items()})
+    settings = {"default": make_steps(n_teachers, batch, reps, device=device)}
+    settings.update({name: make_steps(n_teachers, batch, reps, device=device, **kw) for name, kw in variants.items()})
     m2kd = _interleaved_medians({name: s.m2kd for name, s in settings.items()}, reps)
     teacher = _interleaved_medians({name: s.teacher for name, s in settings.items()}, reps)
     for s in settings.values():
@@ -251,26 +273,37 @@ def main(argv: list[str] | None = None) -> None:
                         help="compare autocast teachers in this dtype against fp32 ones, in one process")
     parser.add_argument("--channels-last", choices=CHANNELS_LAST, nargs="+", default=None,
                         help="compare channels_last teachers (or student and teachers) against the default")
-    parser.add_argument("--student-dtype", choices=["bfloat16"], default=None,
+    parser.add_argument("--student-dtype", choices=["bfloat16", "float16"], default=None,
                         help="compare an autocast student (mixed_precision) alone and with teachers in that dtype")
+    parser.add_argument("--teacher-batching", choices=["vmap", "streams"], nargs="+", default=None,
+                        help="compare teachers run together (M2KDStrategy(teacher_batching=...)) against the loop")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (float16 settings need cuda)")
     parser.add_argument("--teachers-after", action="store_true",
                         help="compare running the teachers after the student's forward (the old order)")
     parser.add_argument("--uncached-teachers", action="store_true",
                         help="compare a nested store that rebuilds its teachers every step")
     args = parser.parse_args(argv)
-    if args.teacher_dtype or args.channels_last or args.uncached_teachers or args.student_dtype or args.teachers_after:
+    if (args.teacher_dtype or args.channels_last or args.uncached_teachers or args.student_dtype
+            or args.teachers_after or args.teacher_batching):
         _print_comparison(args)
         return
     sampled = f", teacher_sample={args.teacher_sample}" if args.teacher_sample else ""
-    print(f"ResNet-32 (make_icarl_net), batch {args.batch}, {torch.get_num_threads()} threads, "
+    print(f"ResNet-32 (make_icarl_net), batch {args.batch}, {_where(args.device)}, "
           f"median of {args.reps} steps{sampled}\n")
     print("| teachers T | student step s | teacher forward s | student + T teacher forwards in one step s "
           "| M2KD step s | M2KD / (student + T x teacher) | M2KD / one-step floor |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.teachers:
-        r = measure(n, args.batch, args.reps, args.teacher_sample)
+        r = measure(n, args.batch, args.reps, args.teacher_sample, args.device)
         print(f"| {n} | {r['student']:.3f} | {r['teacher']:.3f} | {r['floor']:.3f} | {r['m2kd']:.3f} | "
               f"{r['ratio']:.2f} | {r['ratio_floor']:.2f} |", flush=True)
+
+
+def _where(device: str) -> str:
+    """``"2 threads"`` on the CPU, the GPU's name on CUDA."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{torch.get_num_threads()} threads"
 
 
 def _print_comparison(args: argparse.Namespace) -> None:
@@ -290,12 +323,17 @@ def _print_comparison(args: argparse.Namespace) -> None:
         variants["teachers after the student's forward"] = dict(teachers_first=False)
     if args.uncached_teachers:
         variants["nested, cache_teachers=False"] = dict(snapshot_mode="nested", cache_teachers=False)
-    print(f"ResNet-32 (make_icarl_net), batch {args.batch}, {torch.get_num_threads()} threads, "
+    for batching in args.teacher_batching or []:
+        variants[f"teacher_batching={batching}"] = dict(teacher_batching=batching)
+        if dtype is not None:
+            variants[f"{args.teacher_dtype} + teacher_batching={batching}"] = dict(teacher_dtype=dtype,
+                                                                                 teacher_batching=batching)
+    print(f"ResNet-32 (make_icarl_net), batch {args.batch}, {_where(args.device)}, "
           f"median of {args.reps} steps, settings timed in turn in one process\n")
     print("| teachers T | setting | M2KD step s | / default | one teacher forward s | / default |")
     print("|---:|---|---:|---:|---:|---:|")
     for n in args.teachers:
-        for name, r in compare(n, args.batch, args.reps, variants).items():
+        for name, r in compare(n, args.batch, args.reps, variants, args.device).items():
             print(f"| {n} | {name} | {r['m2kd']:.3f} | {r['m2kd_ratio']:.2f} | {r['teacher']:.3f} | "
                   f"{r['teacher_ratio']:.2f} |", flush=True)
 

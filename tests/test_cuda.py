@@ -272,11 +272,12 @@ def test_torchrun_with_nccl_on_the_gpus_present(tmp_path):
     if not dist.is_nccl_available():
         pytest.skip("this torch build has no NCCL")
     n = min(2, torch.cuda.device_count())
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # the package, installed or not
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
          str(ROOT / "examples" / "distributed.py"), "--cuda", "--epochs", "2", "--out", str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", map_location="cpu", weights_only=True) for r in range(n)]

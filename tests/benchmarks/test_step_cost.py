@@ -27,3 +27,13 @@ def test_comparison_rows_hold_the_baseline_and_every_variant(capsys):
     assert [r[2].strip() for r in rows] == ["default", "bfloat16", "channels_last all",
                                            "bfloat16 + channels_last all", "nested, cache_teachers=False"]
     assert float(rows[0][4]) == 1.0 and all(float(r[3]) > 0 for r in rows)
+
+
+def test_teacher_batching_rows_compare_vmap_and_streams_with_the_loop(capsys):
+    step_cost.main(["--teachers", "2", "--batch", "2", "--reps", "1", "--teacher-batching", "vmap", "streams",
+                    "--teacher-dtype", "bfloat16"])
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 |")]
+    assert [r[2].strip() for r in rows] == ["default", "bfloat16", "teacher_batching=vmap",
+                                           "bfloat16 + teacher_batching=vmap", "teacher_batching=streams",
+                                           "bfloat16 + teacher_batching=streams"]
+    assert all(float(r[3]) > 0 for r in rows)
