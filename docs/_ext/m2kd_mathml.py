@@ -7,6 +7,7 @@ that cannot be converted is a build warning (an error under ``-W``).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from docutils import nodes
@@ -17,12 +18,23 @@ from sphinx.util import logging
 LOG = logging.getLogger(__name__)
 
 
+# Sized delimiters (``\Big\|``) come out of latex2mathml as the command's text.
+_DELIMITERS = {r"\|": "&#x02016;", r"\Vert": "&#x02016;", r"\vert": "|", r"\lVert": "&#x02016;",
+               r"\rVert": "&#x02016;", r"\lvert": "|", r"\rvert": "|"}
+_LEFTOVER = re.compile(r">(\\[A-Za-z]+|\\\|)<")
+
+
 def _mathml(node: nodes.Element, latex: str, display: str) -> str:
     try:
-        return convert(latex.strip(), display=display)
+        out = convert(latex.strip(), display=display)
     except Exception as error:  # latex2mathml raises its own exception types
         LOG.warning("formula not converted to MathML (%s): %s", error, latex, location=node)
         return f"<code>{latex}</code>"
+    out = _LEFTOVER.sub(lambda m: ">" + _DELIMITERS.get(m.group(1), m.group(1)) + "<", out)
+    left = _LEFTOVER.findall(out)
+    if left:
+        LOG.warning("formula with commands MathML cannot show (%s): %s", ", ".join(left), latex, location=node)
+    return out
 
 
 def visit_math(self: Any, node: nodes.Element) -> None:
