@@ -249,7 +249,7 @@ def test_no_host_synchronisation_inside_a_training_step(digits_images, conv_net,
     assert guard.checked > 40
 
 
-@pytest.mark.xfail(strict=True, reason="torch.bincount on CUDA reads the labels' min and max back to the host, "
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="torch.bincount on CUDA reads the labels' min and max back to the host, "
                                        "so LogitAdjustedCrossEntropy's running prior syncs once per step")
 def test_logit_adjusted_criterion_does_not_synchronise():
     criterion = LogitAdjustedCrossEntropy()
