@@ -380,5 +380,6 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
 
     @property
     def snapshots(self) -> SnapshotStore:
-        """The snapshot store: ``len()``, ``teacher(k)``, ``nbytes()``, ``state_dict()``."""
+        """The :class:`~avalanche_m2kd.snapshots.SnapshotStore` (``len()``, ``teacher(k)``,
+        ``nbytes()``, ``state_dict()``)."""
         return self.masking.store

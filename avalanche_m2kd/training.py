@@ -63,7 +63,7 @@ class TrainingMixin:
       one-process value on every rank.
     * **mixed precision**: the forward under ``torch.autocast`` on the strategy's
       device, its output returned as float32 (losses in full precision); float16
-      adds a ``torch.amp.GradScaler`` (:attr:`grad_scaler`).
+      adds a ``torch.amp.GradScaler`` (``grad_scaler``).
     * **finite-loss check**: a NaN / inf loss raises ``FloatingPointError`` before the
       backward pass, naming experience, epoch, iteration and the likely cause.
 
@@ -72,6 +72,10 @@ class TrainingMixin:
         check_finite: raise on a non-finite loss (one host sync per step on CUDA).
         ddp_find_unused_parameters: passed to ``DistributedDataParallel``.
         *args, **kwargs: the template's own arguments.
+
+    Attributes:
+        grad_scaler: the ``torch.amp.GradScaler`` of float16 ``mixed_precision``
+            (kept in checkpoints), else ``None``.
     """
 
     def __init__(

@@ -63,16 +63,6 @@ autodoc_preserve_defaults = True
 autodoc_inherit_docstrings = False  # no torch / Avalanche docstring shown as ours
 python_use_unqualified_type_names = True
 
-# Docstrings whose wording Sphinx's Google-style reader takes for a type (a first line
-# "text: more text" on an attribute). Each is a docstring to reword, then to drop here.
-nitpick_ignore = [
-    ("py:class", "The snapshot store"),  # M2KDStrategy.snapshots
-    ("py:class", "Training transform"),  # data.cifar.CIFAR100_TRAIN_TRANSFORM
-    ("py:class", "Evaluation transform"),  # data.cifar.CIFAR100_EVAL_TRANSFORM
-    # A reference to an attribute no docstring documents: training.TrainingMixin's
-    # :attr:`grad_scaler` (document it under "Attributes:", or write ``grad_scaler``).
-    ("py:attr", "grad_scaler"),
-]
 
 html_theme = "furo"
 html_title = f"avalanche-m2kd {release}"

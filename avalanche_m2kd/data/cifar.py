@@ -98,7 +98,7 @@ class _ToTensorIfNeeded:
 _CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)  # Avalanche's SplitCIFAR100 defaults
 _CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
-#: Training transform: Avalanche's ``SplitCIFAR100`` default (random crop with 4-pixel
+#: The training transform, Avalanche's ``SplitCIFAR100`` default (random crop with 4-pixel
 #: padding, horizontal flip, normalisation), accepting tensors as well as PIL images.
 CIFAR100_TRAIN_TRANSFORM = transforms.Compose(
     [
@@ -109,7 +109,7 @@ CIFAR100_TRAIN_TRANSFORM = transforms.Compose(
     ]
 )
 
-#: Evaluation transform: Avalanche's ``SplitCIFAR100`` default (normalisation only).
+#: The evaluation transform, Avalanche's ``SplitCIFAR100`` default (normalisation only).
 CIFAR100_EVAL_TRANSFORM = transforms.Compose(
     [_ToTensorIfNeeded(), transforms.Normalize(_CIFAR100_MEAN, _CIFAR100_STD)]
 )
