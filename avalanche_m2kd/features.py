@@ -183,12 +183,13 @@ def find_head(model: nn.Module, head_name: Optional[str] = None) -> str:
 
 
 @torch.no_grad()
-def check_head(model: nn.Module, head_name: str, x: Tensor) -> None:
+def check_head(model: nn.Module, head_name: str, x: Optional[Tensor]) -> None:
     """Check on the input ``x`` that module ``head_name`` produces ``model``'s output.
 
     The model runs once in eval mode (its mode is restored). Nothing is raised when
     no linear module's output equals the model's (a model that post-processes its
-    logits): only a head contradicted by another module is refused.
+    logits): only a head contradicted by another module is refused. ``x=None`` (no
+    input to probe with, e.g. an empty experience) checks nothing.
 
     Raises:
         ValueError: another ``nn.Linear`` / ``IncrementalClassifier`` produces the
@@ -208,6 +209,8 @@ def check_head(model: nn.Module, head_name: str, x: Tensor) -> None:
     """
     from avalanche.models import IncrementalClassifier
 
+    if x is None:
+        return
     outputs: dict[str, Tensor] = {}
     handles = []
     for name, module in model.named_modules():

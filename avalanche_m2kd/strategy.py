@@ -28,7 +28,7 @@ from avalanche_m2kd.plugins._teachers import TeacherSet
 from avalanche_m2kd.plugins.snapshot_masking import ReleasedRestore
 from avalanche_m2kd.pruning import PruneRatio
 from avalanche_m2kd.snapshots import SnapshotMode, SnapshotStore, TeacherBatchNorm
-from avalanche_m2kd.training import TrainingMixin, validate_mixed_precision
+from avalanche_m2kd.training import TrainingMixin
 
 __all__ = ["M2KDStrategy"]
 
@@ -295,7 +295,6 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
             )
         if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size < 0:
             raise ValueError(f"Expected argument `mem_size` to be an int >= 0, but got {mem_size!r}")
-        validate_mixed_precision(mixed_precision)
         self.m2kd_config: dict[str, Any] = {
             "feature_layers": None if feature_layers is None else list(feature_layers),
             "mem_size": mem_size,

@@ -96,9 +96,8 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
             check_class_incremental(strategy.experience, self.store.classes)
         self.store.bind(strategy.model)
         if self.owns_store and len(self.store) == 0:
-            x = probe_input(strategy.experience, strategy.device)
-            if x is not None:
-                check_head(strategy.model, self.store.head_name, x)  # type: ignore[arg-type]
+            probe = probe_input(strategy.experience, strategy.device)
+            check_head(strategy.model, self.store.head_name, probe)  # type: ignore[arg-type]
 
     def teacher_outputs(self, strategy) -> Any:
         """What the plugin's loss needs from the teachers on ``strategy.mb_x``

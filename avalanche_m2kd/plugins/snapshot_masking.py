@@ -159,14 +159,17 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
     def _reapply_held(self, model) -> None:
         """Set every weight that must not train back to its held value.
 
-        During training :meth:`after_update` does this after each step; a plugin
-        that loads weights (a best-model reload) without a step after it would
-        otherwise leave frozen or released weights changed.
+        Runs after every optimizer step (so momentum, weight decay or Adam state
+        cannot move them) and once more before recording: a plugin that loads
+        weights (a best-model reload) without a step after it would otherwise leave
+        frozen or released weights changed.
         """
+        if not self._trainable:
+            return
         params = dict(model.named_parameters())
         for name, mask in self._trainable.items():
             p = params[name]
-            p.copy_(torch.where(mask, p, self._held[name].to(p.device)))
+            p.copy_(torch.where(mask, p, self._held[name]))
 
     @torch.no_grad()
     def _owned_fingerprint(self, model) -> dict[str, torch.Tensor]:
@@ -200,16 +203,13 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
 
     def _recalibrate(self, strategy) -> None:
         """Re-estimate BatchNorm statistics on the experience's training mini-batches."""
-        model = strategy.model
-        if not batch_norm_layers(model):
-            return
         loader = getattr(strategy, "dataloader", None)
         if loader is None:
             return
         device = strategy.device
-        recalibrate_batch_norm(model, (mb[0].to(device) for mb in loader))
-        if dist.is_available() and dist.is_initialized():  # every rank takes rank 0's
-            for layer in batch_norm_layers(model):
+        n = recalibrate_batch_norm(strategy.model, (mb[0].to(device) for mb in loader))
+        if n and dist.is_available() and dist.is_initialized():  # every rank takes rank 0's
+            for layer in batch_norm_layers(strategy.model):
                 for buffer in (layer.running_mean, layer.running_var, layer.num_batches_tracked):
                     dist.broadcast(buffer, src=0)
 
@@ -260,9 +260,8 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
         check_class_incremental(strategy.experience, self.store.classes)
         self.store.bind(strategy.model)
         if len(self.store) == 0:  # the head must be the module producing the output
-            x = probe_input(strategy.experience, strategy.device)
-            if x is not None:
-                check_head(strategy.model, self.store.head_name, x)  # type: ignore[arg-type]
+            probe = probe_input(strategy.experience, strategy.device)
+            check_head(strategy.model, self.store.head_name, probe)  # type: ignore[arg-type]
         self._epoch, self._pruned = 0, False
         if self.mode != "nested":
             return
@@ -294,14 +293,8 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
             if grad is not None:
                 grad.mul_(mask)
 
-    @torch.no_grad()
     def after_update(self, strategy, *args, **kwargs):
-        if not self._trainable:
-            return
-        params = dict(strategy.model.named_parameters())
-        for name, mask in self._trainable.items():
-            p = params[name]
-            p.copy_(torch.where(mask, p, self._held[name]))
+        self._reapply_held(strategy.model)
 
     def after_training_epoch(self, strategy, *args, **kwargs):
         self._epoch += 1
