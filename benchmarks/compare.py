@@ -45,6 +45,13 @@ Presets (``--preset``; any option given explicitly wins):
   seeds 0, 1, 2.
 * ``quick`` — the same on 100/100 images per class, 2 epochs, one seed (minutes).
 * ``gpu`` — ResNet-32, all 6,000/1,000 images per class, 30 epochs, batch 128.
+* ``memory`` — the equal-total-memory headline, sized to regenerate in about 90
+  minutes on 2 cores (two runs side by side): the small CNN, 200 training and 100 test
+  images per class, 4 epochs, permuted class orders, seeds 0, 1, 2, and (with
+  ``--total-memory`` alone) the bytes of 200, 500 and 1,000 exemplars plus one model.
+
+``--ablation --total-memory BYTES ...`` runs M2KD's variants at equal total memory
+(records of kind ``memory``, one row per variant beside the methods).
 """
 
 from __future__ import annotations
@@ -86,6 +93,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                 lr=0.05, streams=["5x2", "2+1"], budgets=[0, 200, 1000], seeds=[0, 1, 2]),
     "quick": dict(backbone="cnn", train_per_class=100, test_per_class=100, epochs=2, batch_size=64,
                   lr=0.05, streams=["5x2", "2+1"], budgets=[0, 200], seeds=[0]),
+    "memory": dict(backbone="cnn", train_per_class=200, test_per_class=100, epochs=4, batch_size=64,
+                   lr=0.05, streams=["5x2", "2+1"], budgets=[0, 200, 1000], seeds=[0, 1, 2],
+                   class_order="permuted", memory_exemplars=[200, 500, 1000]),
     "gpu": dict(backbone="resnet32", train_per_class=None, test_per_class=None, epochs=30,
                 batch_size=128, lr=0.1, streams=["5x2", "2+1"], budgets=[0, 200, 1000],
                 seeds=[0, 1, 2]),
@@ -113,6 +123,8 @@ DEFAULT_MEMORY_EXEMPLARS = (200, 1000, 2000)
 #: became the default, and are kept as they ran.
 _CUM = dict(teacher_slice="cumulative")
 ABLATION: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "nested, no feature term": dict(feat_weight=0.0),
     "nested, cumulative": dict(snapshot_mode="nested", **_CUM),
     "pruned, cumulative": dict(snapshot_mode="pruned", **_CUM),
     "full, cumulative": dict(snapshot_mode="full", **_CUM),
@@ -174,8 +186,10 @@ def backbone_bytes(cfg: argparse.Namespace) -> int:
 
 
 def default_total_memory(cfg: argparse.Namespace) -> list[int]:
-    """The bytes of 200, 1,000 and 2,000 exemplars plus one model of ``cfg``'s backbone."""
-    return [n * math.prod(IMAGE_SHAPE) + backbone_bytes(cfg) for n in DEFAULT_MEMORY_EXEMPLARS]
+    """The bytes of the preset's exemplar counts (200, 1,000 and 2,000 unless it says)
+    plus one model of ``cfg``'s backbone."""
+    counts = getattr(cfg, "memory_exemplars", None) or DEFAULT_MEMORY_EXEMPLARS
+    return [n * math.prod(IMAGE_SHAPE) + backbone_bytes(cfg) for n in counts]
 
 
 # --------------------------------------------------------------------------- runs
@@ -334,8 +348,10 @@ def _jobs(cfg: argparse.Namespace) -> list[tuple[str, str, Optional[dict], int, 
                 for name, options in ABLATION.items():
                     if cfg.variants and name not in cfg.variants:
                         continue
-                    for budget in cfg.ablation_budgets:
-                        jobs.append(("ablation", name, options, budget, stream, seed))
+                    if cfg.total_memory is not None:
+                        jobs.extend(("memory", name, options, total, stream, seed) for total in cfg.total_memory)
+                    else:
+                        jobs.extend(("ablation", name, options, b, stream, seed) for b in cfg.ablation_budgets)
             elif cfg.total_memory is not None:
                 for total in cfg.total_memory:
                     for method in cfg.methods:
@@ -356,13 +372,13 @@ def cmd_run(cfg: argparse.Namespace) -> None:
         path = _record_path(out, kind, name, budget, stream, seed, cfg.class_order)
         if path.exists():
             continue
-        method = "m2kd" if kind == "ablation" else name
+        variant = name if options is not None else None  # an ablation variant of M2KD
+        method = name if variant is None else "m2kd"
         size = f"total_memory={budget}" if kind == "memory" else f"budget={budget}"
         print(f"[{i + 1}/{len(jobs)}] {kind} {name} {size} stream={stream} seed={seed} order={cfg.class_order} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
         total = budget if kind == "memory" else None
-        record = run_one(method, budget, stream, seed, cfg, options, variant=name if kind == "ablation" else None,
-                         total_memory=total)
+        record = run_one(method, budget, stream, seed, cfg, options, variant=variant, total_memory=total)
         record["kind"] = kind
         _write_atomic(path, json.dumps(record, indent=1))
         if record.get("over_budget"):
@@ -650,11 +666,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--streams", nargs="+")
     run.add_argument("--budgets", type=int, nargs="+")
     run.add_argument("--seeds", type=int, nargs="+")
-    run.add_argument("--class-order", choices=CLASS_ORDERS, default="fixed",
-                     help="fixed: 0..9; permuted: numpy.random.RandomState(seed).permutation(10) per seed")
+    run.add_argument("--class-order", choices=CLASS_ORDERS,
+                     help="fixed (default; the memory preset: permuted): 0..9; permuted: "
+                          "numpy.random.RandomState(seed).permutation(10) per seed")
     run.add_argument("--total-memory", type=int, nargs="*", metavar="BYTES",
-                     help="equal total memory per method instead of --budgets; alone: the bytes of "
-                          f"{', '.join(map(str, DEFAULT_MEMORY_EXEMPLARS))} exemplars plus one fp32 model")
+                     help="equal total memory per method (or, with --ablation, per M2KD variant) instead "
+                          "of --budgets; alone: the bytes of "
+                          f"{', '.join(map(str, DEFAULT_MEMORY_EXEMPLARS))} exemplars plus one fp32 model "
+                          "(the memory preset: 200, 500, 1000)")
     run.add_argument("--backbone", choices=["cnn", "resnet20", "resnet32"])
     run.add_argument("--width", type=int, default=32, help="CNN width")
     run.add_argument("--train-per-class", type=int)
@@ -683,10 +702,11 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
         for key, value in PRESETS[cfg.preset].items():
             if getattr(cfg, key, None) is None:
                 setattr(cfg, key, copy.deepcopy(value))
+        if getattr(cfg, "class_order", None) is None:
+            cfg.class_order = PRESETS[cfg.preset].get("class_order", "fixed")
+        cfg.memory_exemplars = PRESETS[cfg.preset].get("memory_exemplars")
         if cfg.train_per_class is None and cfg.preset != "gpu":
             cfg.train_per_class = PRESETS[cfg.preset]["train_per_class"]
-        if cfg.total_memory is not None and cfg.ablation:
-            raise SystemExit("error: --total-memory compares the methods; the ablation takes --ablation-budgets")
         if cfg.total_memory == []:
             cfg.total_memory = default_total_memory(cfg)
     return cfg

@@ -167,8 +167,24 @@ def test_default_total_memory_is_exemplars_plus_one_model():
     cfg = compare.parse(["run", "--total-memory"] + TINY)
     model = compare.backbone_bytes(cfg)
     assert cfg.total_memory == [200 * 784 + model, 1000 * 784 + model, 2000 * 784 + model]
-    with pytest.raises(SystemExit):
-        compare.parse(["run", "--total-memory", "--ablation"] + TINY)
+    ablation = compare.parse(["run", "--total-memory", "--ablation", "--variants", "defaults"] + TINY)
+    assert ablation.total_memory == cfg.total_memory
+    memory = compare.parse(["run", "--preset", "memory", "--total-memory"])
+    model = compare.backbone_bytes(memory)
+    assert memory.class_order == "permuted" and memory.train_per_class == 200
+    assert memory.total_memory == [200 * 784 + model, 500 * 784 + model, 1000 * 784 + model]
+
+
+def test_ablation_variants_at_equal_total_memory(fmnist_root, tmp_path):
+    out = tmp_path / "out"
+    total = 20 * 784 + compare.backbone_bytes(compare.parse(["run"] + TINY))
+    compare.main(["run", "--root", str(fmnist_root), "--out", str(out), "--ablation", "--total-memory", str(total),
+                  "--variants", "defaults", "nested, no feature term"] + TINY)
+    records = compare.load_records(out)
+    assert {r["variant"] for r in records} == {"defaults", "nested, no feature term"}
+    assert all(r["kind"] == "memory" and r["method"] == "m2kd" and r["total_memory"] == total for r in records)
+    assert {r["options"].get("feat_weight") for r in records} == {None, 0.0}
+    assert all(r["stored_total"] <= total for r in records)
 
 
 def test_report_reads_records_without_the_new_fields(tmp_path):
