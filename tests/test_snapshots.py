@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -472,3 +473,34 @@ def test_teacher_index_out_of_range_says_the_valid_range():
     store.record(net, classes=[1])
     with pytest.raises(IndexError, match=r"no snapshot -1: the store holds 2 \(valid indices: 0\.\.1"):
         store.teacher(-1)
+
+
+# ------------------------------------------------------- states of earlier versions
+FORMAT2 = Path(__file__).parent / "data" / "snapshot_store_format2.pt"
+
+
+@pytest.mark.parametrize("mode", ["nested", "pruned", "full"])
+def test_a_format_2_state_loads_and_rebuilds_the_same_teachers(mode):
+    """``tests/data/snapshot_store_format2.pt`` was written by the store of commit
+    28567d1 (format 2, every mode's entries in every state): three snapshots of random
+    weights of a small net, with the live model, a probe and each teacher's logits."""
+    saved = torch.load(FORMAT2, weights_only=True)[mode]
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+        nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 6),
+    )  # fmt: skip
+    model.load_state_dict(saved["model"])
+    assert saved["store"]["format"] == 2
+    store = SnapshotStore(mode)
+    store.load_state_dict(saved["store"])
+    store.bind(model)
+    assert len(store) == 3 and store.classes == [[0, 1], [2, 3], [4, 5]]
+    assert store.nbytes() == saved["nbytes"]
+    for k in range(3):
+        assert torch.equal(store.teacher(k)(saved["probe"]), saved["outputs"][k]), k
+    resaved = store.state_dict()  # written again in this version's format
+    assert resaved["format"] == 3 and set(resaved) - set(saved["store"]) == set()
+    again = SnapshotStore(mode)
+    again.load_state_dict(resaved)
+    again.bind(model)
+    assert torch.equal(again.teacher(2)(saved["probe"]), saved["outputs"][2])

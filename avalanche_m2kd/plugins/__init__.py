@@ -3,11 +3,13 @@
 from avalanche_m2kd.plugins.class_masking import SeenClassesMaskingPlugin
 from avalanche_m2kd.plugins.multi_level import MultiLevelDistillationPlugin
 from avalanche_m2kd.plugins.multi_model import MultiModelDistillationPlugin
+from avalanche_m2kd.plugins.nested_training import NestedTrainingPlugin
 from avalanche_m2kd.plugins.snapshot_masking import SnapshotMaskingPlugin
 
 __all__ = [
     "MultiLevelDistillationPlugin",
     "MultiModelDistillationPlugin",
+    "NestedTrainingPlugin",
     "SeenClassesMaskingPlugin",
     "SnapshotMaskingPlugin",
 ]
