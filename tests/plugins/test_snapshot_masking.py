@@ -98,3 +98,74 @@ def test_recalibrated_statistics_are_those_of_the_pruned_model(conv_net, digits_
 def test_recalibrate_bn_must_be_a_bool():
     with pytest.raises(ValueError, match="recalibrate_bn"):
         SnapshotMaskingPlugin("nested", recalibrate_bn="yes")
+
+
+# ------------------------------------------------- the plugin alone, inside Naive
+def _naive(model, plugins, epochs=2, optimizer=None):
+    optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return Naive(model=model, optimizer=optimizer, train_mb_size=32, train_epochs=epochs,
+                 plugins=plugins, evaluator=EvaluationPlugin(loggers=[]))
+
+
+class _Weights(SupervisedPlugin):
+    """After the masking plugin: the weights as each snapshot was recorded."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.weights.append({n: p.detach().clone() for n, p in strategy.model.named_parameters()})
+
+
+def test_full_storage_in_naive_records_exact_snapshots_and_freezes_nothing(conv_net, digits_images):
+    probe = torch.stack([digits_images.test_stream[0].dataset[i][0] for i in range(16)])
+    masking, recorder, weights = SnapshotMaskingPlugin("full"), _Recorder(probe), _Weights()
+    assert masking.nested_training is None and masking.mode == "full"
+    strategy = _naive(conv_net(), [masking, recorder, weights])
+    for exp in digits_images.train_stream[:3]:
+        strategy.train(exp)
+    store = masking.store
+    assert len(store) == 3 and store.classes == [
+        sorted(int(c) for c in e.classes_in_this_experience) for e in digits_images.train_stream[:3]
+    ]
+    for k in range(3):  # every column, bit for bit: full copies
+        assert torch.equal(store.teacher(k).run(probe, "running")[0], recorder.outputs[k]), k
+    for name in ("0.weight", "3.weight"):  # nothing frozen: every weight trained on
+        moved = weights.weights[2][name] != weights.weights[0][name]
+        assert float(moved.float().mean()) > 0.99, name
+    restored = SnapshotMaskingPlugin("full")
+    restored.load_state_dict(masking.state_dict())
+    restored.store.bind(strategy.model)
+    assert torch.equal(restored.store.teacher(1)(probe), store.teacher(1)(probe))
+
+
+def test_pruned_storage_from_prune_ratio_or_an_object(conv_net, digits_images):
+    from avalanche_m2kd.storage import PrunedStorage
+
+    assert SnapshotMaskingPlugin("pruned", prune_ratio=0.75).store.storage.density == 0.25
+    assert SnapshotMaskingPlugin("pruned").store.storage.density == 0.5
+    given = SnapshotMaskingPlugin(PrunedStorage(density=0.25))
+    assert given.prune_ratio == 0.75 and given.nested_training is None
+    with pytest.raises(ValueError, match="`prune_ratio` to be None with a PrunedStorage"):
+        SnapshotMaskingPlugin(PrunedStorage(0.25), prune_ratio=0.5)
+    with pytest.raises(ValueError, match="float in \\[0, 1\\) with snapshot_mode='pruned'"):
+        SnapshotMaskingPlugin("pruned", prune_ratio="fair")
+    weights = _Weights()
+    strategy = _naive(conv_net(), [given, weights], epochs=1)
+    strategy.train(digits_images.train_stream[0])
+    teacher = dict(given.store.teacher(0).named_parameters())
+    for name in given.store.prunable:
+        kept = teacher["module." + name] != 0
+        assert abs(float(kept.float().mean()) - 0.25) < 0.01
+        assert torch.equal(teacher["module." + name][kept], weights.weights[0][name][kept])
+        assert bool((weights.weights[0][name] != 0).all())  # the live model is not pruned
+
+
+def test_a_repeated_experience_is_refused_in_naive(conv_net, digits_images):
+    masking = SnapshotMaskingPlugin("full")
+    strategy = _naive(conv_net(), [masking], epochs=1)
+    strategy.train(digits_images.train_stream[0])
+    with pytest.raises(ValueError, match="already introduced by experience 0.*not class-incremental"):
+        strategy.train(digits_images.train_stream[0])
+    assert len(masking.store) == 1
