@@ -11,11 +11,13 @@ with warnings.catch_warnings():
 
 from avalanche_m2kd.criterion import LogitAdjustedCrossEntropy
 from avalanche_m2kd.loggers import WandBLogger
+from avalanche_m2kd.option_types import DistillationOptions, SnapshotOptions, TeacherOptions
 from avalanche_m2kd.plugins import (
     MultiLevelDistillationPlugin,
     MultiModelDistillationPlugin,
     SeenClassesMaskingPlugin,
     SnapshotMaskingPlugin,
+    TeacherPlugin,
 )
 from avalanche_m2kd.snapshots import FrozenTeacher, SnapshotStore
 from avalanche_m2kd.strategy import M2KDStrategy
@@ -24,6 +26,7 @@ from avalanche_m2kd.training import TrainingMixin
 __version__ = "0.1.0"
 
 __all__ = [
+    "DistillationOptions",
     "FrozenTeacher",
     "LogitAdjustedCrossEntropy",
     "M2KDStrategy",
@@ -31,7 +34,10 @@ __all__ = [
     "MultiModelDistillationPlugin",
     "SeenClassesMaskingPlugin",
     "SnapshotMaskingPlugin",
+    "SnapshotOptions",
     "SnapshotStore",
+    "TeacherOptions",
+    "TeacherPlugin",
     "TrainingMixin",
     "WandBLogger",
     "__version__",

@@ -1,7 +1,8 @@
 """Checkpoint and resume a class-incremental run between experiences.
 
 Avalanche 0.6.0's ``avalanche.checkpointing`` dill-pickles the whole strategy, which
-fails with torch 2.14 (dill cannot pickle ``torch.optim.Optimizer``; see the README).
+fails with the torch this package is built for: dill cannot pickle
+``torch.optim.Optimizer``.
 This module saves, explicitly, the state a run carries from one experience to the
 next, and restores it into a freshly built strategy:
 
@@ -41,6 +42,10 @@ ends with the metrics of a run never interrupted (tested with ``SIGKILL``). The
 file is replaced atomically: a write interrupted half-way leaves the previous
 checkpoint in place.
 
+Every checkpoint names its format version (:data:`FORMAT_VERSION`); one of a version
+this module cannot read is refused with a :class:`CheckpointFormatError` naming the
+version found and the one expected, before anything is restored.
+
 The checkpoint is read with ``torch.load(weights_only=True)``; the evaluation
 plugin's metric objects travel inside it as one pickled blob, so, as with any
 pickle, load only checkpoints you wrote.
@@ -53,25 +58,41 @@ import os
 import pickle
 import random
 import tempfile
-import types
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
 from avalanche.distributed import DistributedHelper
-from avalanche.evaluation.metrics import Mean
 from avalanche.models.dynamic_optimizers import update_optimizer
 from torch import nn
-from torch.utils.data import Dataset
 
-from avalanche_m2kd._avalanche import EVALUATOR_STATE, MEAN_FIELDS, PLUGIN_FIELDS, PluginFields
+from avalanche_m2kd._avalanche import EVALUATOR_STATE
 from avalanche_m2kd._avalanche import criterion as criterion_of
+from avalanche_m2kd.plugin_state import (
+    avalanche_plugin_mismatch,
+    load_plugin_state,
+    plugin_state,
+    stateful_plugins,
+)
 from avalanche_m2kd.stream import experience_classes
 
-__all__ = ["CheckpointMismatchError", "load_checkpoint", "maybe_load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointFormatError",
+    "CheckpointMismatchError",
+    "load_checkpoint",
+    "maybe_load_checkpoint",
+    "save_checkpoint",
+]
 
-FORMAT = "avalanche_m2kd.checkpoint/1"
+FORMAT_VERSION = 1
+"""The version of the layout :func:`save_checkpoint` writes, and the only one
+:func:`load_checkpoint` reads. Raised whenever a saved entry changes meaning or a
+required one is added; version 1 is every checkpoint written since 0.1.0."""
+_FORMAT_NAME = "avalanche_m2kd.checkpoint"
+FORMAT = f"{_FORMAT_NAME}/{FORMAT_VERSION}"
 _CLOCK_FIELDS = (
     "train_iterations",
     "train_exp_counter",
@@ -86,8 +107,12 @@ class CheckpointMismatchError(ValueError):
     """The checkpoint was written by another configuration, model or stream."""
 
 
+class CheckpointFormatError(ValueError):
+    """The file is an avalanche-m2kd checkpoint of a format version this one cannot read."""
+
+
 # ---------------------------------------------------------------------- saving
-def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
+def save_checkpoint(strategy: Any, path: str | os.PathLike) -> None:
     """Save what resuming ``strategy`` after its last finished experience needs.
 
     Call it between experiences (after ``train`` and, if you evaluate, ``eval``).
@@ -113,7 +138,7 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
             ``EarlyStoppingPlugin``).
     """
     if DistributedHelper.is_distributed and not DistributedHelper.is_main_process:
-        _stateful_plugins(strategy)  # the same refusal on every rank, no state built
+        stateful_plugins(strategy)  # the same refusal on every rank, no state built
         DistributedHelper.barrier()
         return
     state = {
@@ -126,7 +151,7 @@ def save_checkpoint(strategy: Any, path: Union[str, os.PathLike]) -> None:
         "optimizer_slots": _optimizer_slots(strategy),
         "criterion": _criterion_state(strategy),
         "grad_scaler": _scaler_state(strategy),
-        "plugins": {key: _plugin_state(p) for key, p in _stateful_plugins(strategy)},
+        "plugins": {key: plugin_state(p) for key, p in stateful_plugins(strategy)},
         "clock": {f: int(getattr(strategy.clock, f)) for f in _CLOCK_FIELDS},
         "evaluator": _evaluator_blob(strategy),
         "rng": _rng_state(),
@@ -161,7 +186,7 @@ def _atomic_save(state: dict[str, Any], path: Path) -> None:
         os.close(dir_fd)
 
 
-def _optimized_params(strategy: Any) -> Optional[dict[str, Optional[list[int]]]]:
+def _optimized_params(strategy: Any) -> dict[str, list[int] | None] | None:
     """Avalanche's name -> optimized-parameter map: ``None`` where it is the model's
     parameter, the shape where it is an older one (a head grown during ``eval``,
     which Avalanche swaps into the optimizer only at the next ``train``)."""
@@ -172,7 +197,7 @@ def _optimized_params(strategy: Any) -> Optional[dict[str, Optional[list[int]]]]
     return {n: None if live.get(n) is p else list(p.shape) for n, p in mapping.items()}
 
 
-def _optimizer_slots(strategy: Any) -> Optional[list[list[Union[str, list[int]]]]]:
+def _optimizer_slots(strategy: Any) -> list[list[str | list[int]]] | None:
     """Each optimizer group's parameters in order: the name Avalanche maps it to, or the
     shape of a tensor no longer in that map (an eval before the first train grows the
     head, and Avalanche's first ``make_optimizer`` appends the new head tensors beside
@@ -184,174 +209,14 @@ def _optimizer_slots(strategy: Any) -> Optional[list[list[Union[str, list[int]]]
     return [[names.get(id(p), list(p.shape)) for p in g["params"]] for g in strategy.optimizer.param_groups]
 
 
-def _scaler_state(strategy: Any) -> Optional[dict[str, Any]]:
+def _scaler_state(strategy: Any) -> dict[str, Any] | None:
     scaler = getattr(strategy, "grad_scaler", None)
     return scaler.state_dict() if scaler is not None else None
 
 
-def _criterion_state(strategy: Any) -> Optional[dict[str, Any]]:
+def _criterion_state(strategy: Any) -> dict[str, Any] | None:
     criterion = criterion_of(strategy)
     return criterion.state_dict() if isinstance(criterion, nn.Module) else None
-
-
-def _stateful_plugins(strategy: Any) -> list[tuple[str, Any]]:
-    """``(key, plugin)`` of the plugins whose state is saved, in strategy order.
-
-    Raises:
-        ValueError: a plugin keeps state this module cannot save.
-    """
-    out = []
-    for i, plugin in enumerate(strategy.plugins):
-        if plugin is strategy.evaluator or plugin is strategy.clock:
-            continue
-        if _has_state_dict(plugin):
-            out.append((f"{i}:{type(plugin).__qualname__}", plugin))
-            continue
-        if getattr(plugin, "storage_policy", None) is not None:
-            raise ValueError(
-                f"Plugin {type(plugin).__name__} holds a replay buffer "
-                f"({type(plugin.storage_policy).__name__}) that cannot be checkpointed: its "
-                "exemplars would be lost on resume. Use avalanche_m2kd.exemplars."
-                "ClassBalancedBuffer as its storage_policy, or M2KDStrategy(mem_size=...)"
-            )
-        fields = _avalanche_fields(plugin)
-        known = () if fields is None else fields.saved + fields.compared + fields.unsaved
-        found = _unsaved_state(strategy, plugin, [n for n in getattr(plugin, "__dict__", {}) if n not in known])
-        if found is not None:
-            raise ValueError(
-                f"Plugin {type(plugin).__name__} keeps state that cannot be checkpointed (its "
-                f"{found}): it would be lost on resume. Give the plugin state_dict() and "
-                "load_state_dict(state) methods (state_dict may return {} when nothing in it "
-                "must survive from one experience to the next), or leave it out of runs you "
-                "checkpoint"
-            )
-        if fields is not None:
-            out.append((f"{i}:{type(plugin).__qualname__}", plugin))
-    return out
-
-
-def _plugin_state(plugin: Any) -> Any:
-    fields = _avalanche_fields(plugin)
-    return plugin.state_dict() if fields is None else _avalanche_plugin_state(plugin, fields)
-
-
-def _load_plugin_state(plugin: Any, state: Any, datasets: list[Any]) -> None:
-    fields = _avalanche_fields(plugin)
-    if fields is not None:
-        _load_avalanche_plugin_state(plugin, fields, state)
-    elif getattr(plugin, "storage_policy", None) is not None:
-        plugin.load_state_dict(state, datasets)
-    else:
-        plugin.load_state_dict(state)
-
-
-def _unsaved_state(strategy: Any, plugin: Any, names: list[str]) -> Optional[str]:
-    """The first of the attributes ``names`` of ``plugin`` that holds tensors, modules,
-    datasets or objects with a ``state_dict`` (looking 4 levels into containers and
-    objects), as ``"attribute `a.b[0]` (Type)"``; ``None`` when none does. The model,
-    its tensors, the optimizer and the criterion are saved anyway and not counted."""
-    seen = {id(strategy), id(plugin), id(strategy.model), id(strategy.optimizer)}
-    seen.add(id(criterion_of(strategy)))
-    seen.update(id(t) for t in strategy.model.state_dict(keep_vars=True).values())
-    for name in names:
-        found = _find_state(getattr(plugin, name), name, seen, depth=4)
-        if found is not None:
-            return found
-    return None
-
-
-_PLAIN = (type(None), bool, int, float, complex, str, bytes, type, types.FunctionType,
-          types.BuiltinFunctionType, types.MethodType, types.ModuleType)
-
-
-def _find_state(value: Any, path: str, seen: set[int], depth: int) -> Optional[str]:
-    if isinstance(value, _PLAIN) or id(value) in seen:
-        return None
-    stateful = isinstance(value, (torch.Tensor, np.ndarray, Dataset)) or callable(getattr(value, "state_dict", None))
-    if stateful:
-        return f"attribute `{path}` ({type(value).__name__})"
-    if depth == 0:
-        return None
-    seen.add(id(value))  # each shared object looked at once; cycles end
-    if isinstance(value, dict):
-        items = ((f"{path}[{k!r}]", v) for k, v in value.items())
-    elif isinstance(value, (list, tuple, set, frozenset, collections.deque)):
-        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
-    elif hasattr(value, "__dict__"):
-        items = ((f"{path}.{k}", v) for k, v in vars(value).items())
-    else:
-        return None
-    for inner_path, inner in items:
-        found = _find_state(inner, inner_path, seen, depth - 1)
-        if found is not None:
-            return found
-    return None
-
-
-# ----------------------------------------------------- Avalanche's own plugins
-# Every access to an attribute of an Avalanche plugin is in this table and the three
-# functions after it. tests/test_checkpoint.py pins the table against Avalanche's
-# classes: an upgrade that adds, renames or stops resetting an attribute fails there.
-
-
-def _has_state_dict(plugin: Any) -> bool:
-    return callable(getattr(plugin, "state_dict", None)) and callable(getattr(plugin, "load_state_dict", None))
-
-
-def _avalanche_fields(plugin: Any) -> Optional[PluginFields]:
-    """The table's entry for ``plugin``, unless it saves itself (its own ``state_dict``)."""
-    if _has_state_dict(plugin):
-        return None
-    return next((f for cls, f in PLUGIN_FIELDS.items() if isinstance(plugin, cls)), None)
-
-
-def _avalanche_plugin_state(plugin: Any, fields: PluginFields) -> dict[str, Any]:
-    saved: dict[str, Any] = {}
-    for name in fields.saved:
-        value = getattr(plugin, name)
-        if isinstance(value, Mean):
-            saved[name] = {f: getattr(value, f) for f in MEAN_FIELDS}
-        elif callable(getattr(value, "state_dict", None)):
-            saved[name] = {"type": type(value).__qualname__, "state_dict": value.state_dict()}
-        else:
-            saved[name] = value
-    return {"compared": _compared_options(plugin, fields), "saved": saved}
-
-
-def _compared_options(plugin: Any, fields: PluginFields) -> dict[str, Any]:
-    values = {name: getattr(plugin, name) for name in fields.compared}
-    return {k: getattr(v, "__qualname__", v) if callable(v) else v for k, v in values.items()}
-
-
-def _load_avalanche_plugin_state(plugin: Any, fields: PluginFields, state: dict[str, Any]) -> None:
-    for name in fields.saved:
-        current, saved = getattr(plugin, name), state["saved"][name]
-        if isinstance(current, Mean):
-            for f in MEAN_FIELDS:
-                setattr(current, f, saved[f])
-        elif callable(getattr(current, "load_state_dict", None)):
-            current.load_state_dict(saved["state_dict"])
-        else:
-            setattr(plugin, name, saved)
-
-
-def _check_avalanche_plugins(plugins: list[tuple[str, Any]], saved: dict[str, Any]) -> None:
-    """A resumed Avalanche plugin must have the options (and scheduler type) it was saved with."""
-    for key, plugin in plugins:
-        fields = _avalanche_fields(plugin)
-        if fields is None:
-            continue
-        ours, theirs = _compared_options(plugin, fields), saved[key]["compared"]
-        diff = [f"{k}={theirs[k]!r} (this one: {ours[k]!r})" for k in ours if ours[k] != theirs.get(k)]
-        for name in fields.saved:
-            value = saved[key]["saved"][name]
-            if isinstance(value, dict) and "type" in value and value["type"] != type(getattr(plugin, name)).__qualname__:
-                diff.append(f"{name} a {value['type']} (this one: a {type(getattr(plugin, name)).__qualname__})")
-        if diff:
-            raise CheckpointMismatchError(
-                f"The checkpoint's {type(plugin).__name__} was built with " + "; ".join(diff)
-                + ". Build the plugins as in the original run"
-            )
 
 
 def _evaluator_blob(strategy: Any) -> bytes:
@@ -374,9 +239,9 @@ def _rng_state() -> dict[str, Any]:
 # --------------------------------------------------------------------- loading
 def load_checkpoint(
     strategy: Any,
-    path: Union[str, os.PathLike],
+    path: str | os.PathLike,
     train_stream: Sequence[Any],
-    map_location: Optional[Union[str, torch.device]] = None,
+    map_location: str | torch.device | None = None,
 ) -> int:
     """Restore ``strategy`` from ``path``; return the number of experiences trained.
 
@@ -396,19 +261,16 @@ def load_checkpoint(
             other M2KD options, another model, another stream, other plugins, or
             Avalanche plugins built with other options (e.g. an ``LRSchedulerPlugin``
             with another ``reset_lr`` or scheduler class) — the message says which.
-        ValueError: the file is not a checkpoint of this format.
+        CheckpointFormatError: the checkpoint has a format version other than
+            :data:`FORMAT_VERSION` (the message names both).
+        ValueError: the file is not an avalanche-m2kd checkpoint.
     """
     map_location = strategy.device if map_location is None else map_location
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         raise ValueError(f"{os.fspath(path)!r} is not a readable checkpoint: {err}") from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(
-            f"{os.fspath(path)!r} is not an avalanche-m2kd checkpoint of format {FORMAT} "
-            f"(found {found!r}): write it with avalanche_m2kd.checkpoint.save_checkpoint"
-        )
+    _check_format(state, path)
     _check_config(strategy, state)
     done = state["clock"]["train_exp_counter"]
     experiences = list(train_stream[:done]) if done else []
@@ -419,7 +281,9 @@ def load_checkpoint(
         )
     _check_stream(state["plugins"], experiences)
     plugins = _matching_plugins(strategy, state["plugins"])
-    _check_avalanche_plugins(plugins, state["plugins"])
+    mismatch = avalanche_plugin_mismatch(plugins, state["plugins"])
+    if mismatch is not None:
+        raise CheckpointMismatchError(mismatch)
 
     _load_model(strategy, state["model"], state["optimized_params"], state.get("optimizer_slots"))
     _load_optimizer(strategy, state["optimizer"])
@@ -431,7 +295,7 @@ def load_checkpoint(
         scaler.load_state_dict(state["grad_scaler"])
     datasets = [exp.dataset for exp in experiences]
     for key, plugin in plugins:
-        _load_plugin_state(plugin, state["plugins"][key], datasets)
+        load_plugin_state(plugin, state["plugins"][key], datasets)
     for f in _CLOCK_FIELDS:
         setattr(strategy.clock, f, state["clock"][f])
     for f, value in pickle.loads(state["evaluator"]).items():
@@ -442,9 +306,9 @@ def load_checkpoint(
 
 def maybe_load_checkpoint(
     strategy: Any,
-    path: Union[str, os.PathLike],
+    path: str | os.PathLike,
     train_stream: Sequence[Any],
-    map_location: Optional[Union[str, torch.device]] = None,
+    map_location: str | torch.device | None = None,
 ) -> tuple[Any, int]:
     """Resume from ``path`` if it exists: ``(strategy, first experience to train)``.
 
@@ -455,6 +319,29 @@ def maybe_load_checkpoint(
     if not os.path.exists(path):
         return strategy, 0
     return strategy, load_checkpoint(strategy, path, train_stream, map_location)
+
+
+def _check_format(state: Any, path: str | os.PathLike) -> None:
+    """Refuse anything but a checkpoint of :data:`FORMAT_VERSION`, naming what it is."""
+    found = state.get("format") if isinstance(state, dict) else None
+    name, _, version = found.partition("/") if isinstance(found, str) else ("", "", "")
+    if name != _FORMAT_NAME:
+        what = repr(found) if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise ValueError(
+            f"{os.fspath(path)!r} is not an avalanche-m2kd checkpoint of format {FORMAT} "
+            f"(found {what}): write it with avalanche_m2kd.checkpoint.save_checkpoint"
+        )
+    if version != str(FORMAT_VERSION):
+        newer = version.isdigit() and int(version) > FORMAT_VERSION
+        advice = (
+            "it was written by a newer avalanche-m2kd: resume with that version"
+            if newer
+            else "resume with the avalanche-m2kd that wrote it, or start the run again"
+        )
+        raise CheckpointFormatError(
+            f"{os.fspath(path)!r} is an avalanche-m2kd checkpoint of format version {version!r}, "
+            f"but this avalanche-m2kd reads format version {FORMAT_VERSION} only: {advice}"
+        )
 
 
 def _check_config(strategy: Any, state: dict[str, Any]) -> None:
@@ -480,8 +367,8 @@ def _check_config(strategy: Any, state: dict[str, Any]) -> None:
 def _load_model(
     strategy: Any,
     saved: dict[str, torch.Tensor],
-    optimized: Optional[dict[str, Optional[list[int]]]],
-    slots: Optional[list[list[Union[str, list[int]]]]],
+    optimized: dict[str, list[int] | None] | None,
+    slots: list[list[str | list[int]]] | None,
 ) -> None:
     """Load the weights, resizing heads that model adaptation grew (as Avalanche did),
     and rebuild the optimizer's parameter list as Avalanche's ``make_optimizer`` left it."""
@@ -552,7 +439,7 @@ def _load_optimizer(strategy: Any, saved: dict[str, Any]) -> None:
 
 
 def _matching_plugins(strategy: Any, saved: dict[str, Any]) -> list[tuple[str, Any]]:
-    plugins = _stateful_plugins(strategy)
+    plugins = stateful_plugins(strategy)
     keys = [k for k, _ in plugins]
     if keys != list(saved):
         raise CheckpointMismatchError(

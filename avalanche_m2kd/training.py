@@ -14,7 +14,7 @@ Avalanche's ``SupervisedTemplate`` (``Naive``, ``LwF``, ``Replay``, ...)::
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -27,7 +27,7 @@ __all__ = ["TrainingMixin", "validate_mixed_precision"]
 _MIXED = (None, torch.bfloat16, torch.float16)
 
 
-def validate_mixed_precision(dtype: Optional[torch.dtype]) -> Optional[torch.dtype]:
+def validate_mixed_precision(dtype: torch.dtype | None) -> torch.dtype | None:
     """The checked ``mixed_precision`` (``None``: float32 training).
 
     Raises:
@@ -81,7 +81,7 @@ class TrainingMixin:
     def __init__(
         self,
         *args: Any,
-        mixed_precision: Optional[torch.dtype] = None,
+        mixed_precision: torch.dtype | None = None,
         check_finite: bool = True,
         ddp_find_unused_parameters: bool = False,
         **kwargs: Any,
@@ -89,9 +89,9 @@ class TrainingMixin:
         self.mixed_precision = validate_mixed_precision(mixed_precision)
         self.check_finite = check_finite
         self.ddp_find_unused_parameters = ddp_find_unused_parameters
-        self._ddp: Optional[DistributedDataParallel] = None
+        self._ddp: DistributedDataParallel | None = None
         super().__init__(*args, **kwargs)
-        self.grad_scaler: Optional[torch.amp.GradScaler] = (
+        self.grad_scaler: torch.amp.GradScaler | None = (
             torch.amp.GradScaler(self.device.type) if mixed_precision == torch.float16 else None
         )
 

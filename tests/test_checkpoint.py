@@ -404,3 +404,50 @@ def test_head_grown_by_eval_before_training_resumes(digits_images, conv_net, tmp
     assert identical(whole.model.state_dict(), resumed.model.state_dict())
     assert identical(whole.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"])
     assert whole.evaluator.get_all_metrics() == resumed.evaluator.get_all_metrics()
+
+
+# ------------------------------------------------------------------ format versions
+FORMAT1 = ROOT / "tests" / "data" / "checkpoint_format1.pt"
+
+
+def _format1_strategy():
+    """The strategy ``tests/data/checkpoint_format1.pt`` was saved from, after 2 experiences of
+    ``split_digits(5, seed=0)`` with ``strategy.eval(test_stream[:2])`` after each, by
+    avalanche-m2kd 0.1.0's code (commit 28567d1, ``git archive 28567d1 avalanche_m2kd``)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    return M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                        train_mb_size=32, evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
+                        mem_size=10, feature_layers=["0"], teacher_dtype=torch.bfloat16, temperature=3.0)
+
+
+def test_checkpoint_written_before_the_option_objects_loads_and_resumes(digits):
+    """A format-1 checkpoint of 0.1.0 (hand-built ``m2kd_config``) loads into today's
+    strategy, holds the weights today's code trains to, and the run goes on."""
+    assert ckpt.FORMAT_VERSION == 1
+    whole = _format1_strategy()
+    for exp in digits.train_stream[:2]:
+        whole.train(exp)
+        whole.eval(digits.test_stream[:2])
+    resumed = _format1_strategy()
+    assert load_checkpoint(resumed, FORMAT1, digits.train_stream) == 2
+    assert len(resumed.snapshots) == 2
+    for name, value in whole.model.state_dict().items():  # same training (to BLAS rounding elsewhere)
+        assert torch.allclose(value, resumed.model.state_dict()[name], atol=1e-5), name
+    resumed.train(digits.train_stream[2])
+    assert len(resumed.snapshots) == 3
+
+
+@pytest.mark.parametrize("version, why", [("2", "newer avalanche-m2kd"), ("0", "the avalanche-m2kd that wrote it")])
+def test_checkpoint_of_another_format_version_is_refused_naming_both(saved, digits, mlp, tmp_path, version, why):
+    state = torch.load(saved, weights_only=True)
+    state["format"] = f"avalanche_m2kd.checkpoint/{version}"
+    other = tmp_path / f"v{version}.ckpt"
+    torch.save(state, other)
+    strategy = _fresh(mlp())
+    before = {k: v.clone() for k, v in strategy.model.state_dict().items()}
+    with pytest.raises(ckpt.CheckpointFormatError, match=rf"format version '{version}', but this avalanche-m2kd "
+                       rf"reads format version 1 only: .*{why}"):
+        load_checkpoint(strategy, other, digits.train_stream)
+    assert all(torch.equal(before[k], v) for k, v in strategy.model.state_dict().items())
+    assert isinstance(ckpt.CheckpointFormatError("x"), ValueError)  # caught where ValueError was

@@ -5,6 +5,7 @@ from avalanche_m2kd.plugins.multi_level import MultiLevelDistillationPlugin
 from avalanche_m2kd.plugins.multi_model import MultiModelDistillationPlugin
 from avalanche_m2kd.plugins.nested_training import NestedTrainingPlugin
 from avalanche_m2kd.plugins.snapshot_masking import SnapshotMaskingPlugin
+from avalanche_m2kd.plugins.teachers import TeacherPlugin, TeacherSet
 
 __all__ = [
     "MultiLevelDistillationPlugin",
@@ -12,4 +13,6 @@ __all__ = [
     "NestedTrainingPlugin",
     "SeenClassesMaskingPlugin",
     "SnapshotMaskingPlugin",
+    "TeacherPlugin",
+    "TeacherSet",
 ]

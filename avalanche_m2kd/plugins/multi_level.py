@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -10,8 +11,9 @@ from torch import Tensor
 from avalanche_m2kd.batched_teachers import TeacherBatching
 from avalanche_m2kd.features import INPUT_SUFFIX, FeatureCapture, find_head, resolve_layer_specs
 from avalanche_m2kd.losses import FeatureLoss, multi_level_distillation_loss
-from avalanche_m2kd.options import check_choice
-from avalanche_m2kd.plugins._teachers import TeacherPlugin, TeacherSet
+from avalanche_m2kd.option_types import DistillationOptions, TeacherOptions, TeacherSet
+from avalanche_m2kd.options import check_choice, check_number
+from avalanche_m2kd.plugins.teachers import TeacherPlugin
 from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm
 
 __all__ = ["MultiLevelDistillationPlugin"]
@@ -32,83 +34,96 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         feature_layers: dotted module names whose outputs are distilled (append
             ``":input"`` for a module's input). ``None`` (default, ours) uses the
             input of the classifier head — the penultimate features, which every
-            classification model has. For ResNets, SPEC suggests the residual stages
-            (e.g. ``["layer2", "layer3"]``). Unknown names fail before training and
-            the error lists the valid ones.
-        loss: ``"normalized_mse"`` (SPEC default), ``"mse"`` or ``"attention"``.
-        teachers: ``"last"`` snapshot (SPEC default) or ``"all"`` (averaged).
-        weight: ``lambda_feat`` (SPEC default 1).
+            classification model has. For ResNets the residual stages (e.g.
+            ``["layer2", "layer3"]``) are the natural choice. Unknown names fail
+            before training and the error lists the valid ones.
+        loss: ``"normalized_mse"`` (default, ours), ``"mse"`` or ``"attention"``
+            (:func:`~avalanche_m2kd.losses.feature_distillation_loss`).
+        teachers: the ``"last"`` snapshot (default, ours) or ``"all"`` (averaged).
+        weight: ``lambda_feat`` >= 0 (default 1, ours).
         teacher_bn: ``"batch"`` (default) or ``"running"`` BatchNorm statistics for
             the teachers, as in :class:`MultiModelDistillationPlugin`.
         teacher_dtype: autocast dtype of the teacher forwards (``None``: fp32), as in
-            :class:`MultiModelDistillationPlugin`; give both plugins the same one, so
-            that a teacher they share runs once per mini-batch.
+            :class:`MultiModelDistillationPlugin`.
         cache_teachers: keep the teachers dense for the whole experience or free
             them after each step, as in :class:`MultiModelDistillationPlugin`.
         teacher_batching: ``"loop"`` (default), ``"vmap"`` or ``"streams"``, as in
             :class:`MultiModelDistillationPlugin` (features are captured batched too).
         store: a shared :class:`SnapshotStore`; ``None`` keeps a private full-copy one.
         head_name: the classifier head (found if ``None``).
+        teacher_options: the four teacher options as one
+            :class:`~avalanche_m2kd.option_types.TeacherOptions`; give both plugins
+            the same one, so that a teacher they share runs once per mini-batch.
     """
 
     def __init__(
         self,
-        feature_layers: Optional[Sequence[str]] = None,
+        feature_layers: Sequence[str] | None = None,
         loss: FeatureLoss = "normalized_mse",
         teachers: TeacherSet = "last",
         weight: float = 1.0,
-        store: Optional[SnapshotStore] = None,
-        head_name: Optional[str] = None,
+        store: SnapshotStore | None = None,
+        head_name: str | None = None,
         teacher_bn: TeacherBatchNorm = "batch",
-        teacher_dtype: Optional[torch.dtype] = None,
-        cache_teachers: Optional[bool] = None,
+        teacher_dtype: torch.dtype | None = None,
+        cache_teachers: bool | None = None,
         teacher_batching: TeacherBatching = "loop",
+        *,
+        teacher_options: TeacherOptions | None = None,
     ) -> None:
-        super().__init__(store, head_name, teacher_bn, teacher_dtype, cache_teachers, teacher_batching)
-        check_choice(loss, FeatureLoss, "loss")
-        if weight < 0:
-            raise ValueError(f"Expected argument `weight` to be >= 0, but got {weight}")
+        super().__init__(
+            store, head_name, teacher_bn, teacher_dtype, cache_teachers, teacher_batching,
+            teacher_options=teacher_options,
+        )
+        self.loss = check_choice(loss, FeatureLoss, "loss")
+        self.weight = check_number(weight, "weight")
         if feature_layers is not None and isinstance(feature_layers, str):
             feature_layers = [feature_layers]
-        check_choice(teachers, TeacherSet, "teachers")
+        self.teachers: TeacherSet = check_choice(teachers, TeacherSet, "teachers")
         self.feature_layers = None if feature_layers is None else list(feature_layers)
         self.head_name = head_name
-        self.loss = loss
-        self.teachers: TeacherSet = teachers
-        self.weight = weight
-        self._student: Optional[FeatureCapture] = None
+        self._student: FeatureCapture | None = None
 
-    def layer_specs(self, model) -> list[str]:
+    @classmethod
+    def option_keywords(cls, distillation: DistillationOptions) -> dict[str, Any]:
+        """This plugin's keywords in ``distillation``: its ``feature_layers``,
+        ``feature_loss`` (``loss``), ``feature_teachers`` (``teachers``) and ``feat_weight``
+        (``weight``)."""
+        d = distillation
+        return {"feature_layers": d.feature_layers, "loss": d.feature_loss, "teachers": d.feature_teachers,
+                "weight": d.feat_weight}
+
+    def layer_specs(self, model: Any) -> list[str]:
         """The validated layer specs for ``model``."""
         if self.feature_layers is not None:
             return resolve_layer_specs(model, self.feature_layers)
         return [find_head(model, self.store.head_name or self.head_name) + INPUT_SUFFIX]
 
-    def before_training(self, strategy, *args, **kwargs):
+    def before_training(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         self.layer_specs(strategy.model)  # fail before any training on a bad name
 
-    def before_training_exp(self, strategy, *args, **kwargs):
+    def before_training_exp(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         super().before_training_exp(strategy, *args, **kwargs)
         specs = self.layer_specs(strategy.model)
         self._detach()
         self._student = FeatureCapture(strategy.model, specs).attach()
         self.store.capture_features(specs)
 
-    def teacher_outputs(self, strategy) -> Optional[list[list[Tensor]]]:
+    def teacher_outputs(self, strategy: Any) -> list[list[Tensor]] | None:
         """Each teacher's features at the student's layer specs, on the mini-batch."""
         ids = self.teacher_ids(self.teachers)
         if not ids or self.weight == 0 or self._student is None:
             return None
         return [[feats[s] for s in self._student.specs] for _, feats in self.run_teachers(ids, strategy.mb_x)]
 
-    def before_backward(self, strategy, *args, **kwargs):
+    def before_backward(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         teachers = self.pending_outputs(strategy)
         if teachers is None:
             return
         student = self._student.collect()
         strategy.loss += self.weight * multi_level_distillation_loss(student, teachers, self.loss)
 
-    def after_training_exp(self, strategy, *args, **kwargs):
+    def after_training_exp(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         self._detach()
         super().after_training_exp(strategy, *args, **kwargs)
 

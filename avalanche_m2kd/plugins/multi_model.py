@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from avalanche_m2kd.batched_teachers import TeacherBatching
-from avalanche_m2kd.losses import TeacherSlice, multi_model_distillation_loss, sample_teachers, teacher_slices
-from avalanche_m2kd.options import check_choice
-from avalanche_m2kd.plugins._teachers import TeacherPlugin, TeacherSet
+from avalanche_m2kd.losses import (
+    TeacherSlice,
+    multi_model_distillation_loss,
+    sample_teachers,
+    teacher_slices,
+)
+from avalanche_m2kd.option_types import DistillationOptions, TeacherOptions, TeacherSet
+from avalanche_m2kd.options import check_choice, check_number
+from avalanche_m2kd.plugins.teachers import TeacherPlugin
 from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm
 
 __all__ = ["MultiModelDistillationPlugin"]
@@ -28,21 +34,20 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
     ``teacher_slice="cumulative"`` this is LwF with the ``T^2`` scale.
 
     Args:
-        temperature: softmax temperature ``T`` (SPEC default 2).
-        weight: ``lambda_mm`` (SPEC default 1).
+        temperature: softmax temperature ``T``, > 0 (default 2, ours: the usual
+            distillation temperature).
+        weight: ``lambda_mm`` >= 0 (default 1, ours).
         teacher_slice: ``"own"`` — teacher ``k`` supervises the classes it
-            introduced, weights ``|C_k| / |C_<t|`` (one reading of the paper);
+            introduced, weights ``|C_k| / |C_<t|`` (our reading of the paper);
             ``"cumulative"`` — teacher ``k`` supervises every class it knew,
-            uniform weights. Default ``"own"`` (SPEC's reading; chosen by our Split
-            Fashion-MNIST ablation, where it was above ``"cumulative"`` on both
-            streams; see the README's "Results").
-        teachers: ``"all"`` snapshots (paper) or only the ``"last"`` one.
+            uniform weights. Default ``"own"``, chosen by our Split Fashion-MNIST
+            ablation (:doc:`/benchmarks/fashion-mnist`).
+        teachers: ``"all"`` snapshots (default, the paper) or only the ``"last"`` one.
         teacher_bn: which statistics the teachers' BatchNorm layers normalise the
             mini-batch with: ``"batch"`` (default, ours) — the batch's own, as the
             student does in training mode and as Avalanche's ``LwF`` teacher does;
-            ``"running"`` — the snapshot's stored statistics (its eval-mode outputs).
-            On Split Fashion-MNIST, running-statistics targets cost the last-teacher
-            variant a large part of its final accuracy (see the README's ablation).
+            ``"running"`` — the snapshot's stored statistics (its eval-mode outputs),
+            measured lower (:doc:`/benchmarks/fashion-mnist`).
         teacher_sample: distil from only this many snapshots per mini-batch, drawn
             uniformly without replacement (from the global RNG) and reweighted by
             ``n / k`` — an unbiased estimate of the full sum
@@ -51,14 +56,9 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
             (default) uses them all.
         teacher_dtype: ``None`` (default) runs the teacher forwards in fp32;
             ``torch.bfloat16`` runs them under ``torch.autocast`` (any device), or
-            ``torch.float16`` (CUDA only: refused on CPU, where it was ~28x slower
-            than fp32); teacher logits and features come back as float32, so the
-            losses stay fp32. On our 2-core CPU (ResNet-32, batch 128) a bf16 teacher
-            forward took 0.45-0.47x the fp32 one and the M2KD step 0.83x (1
-            teacher) to 0.58x (9), ``benchmarks/step_cost.py --teacher-dtype
-            bfloat16``. On Split Fashion-MNIST (3 seeds) it left logit-only
-            distillation level (final accuracy -0.002 / +0.003) but cost M2KD with
-            features 0.015 on the 2+1 stream (lower on every seed); see the README.
+            ``torch.float16`` (CUDA only: refused on CPU, where its kernels are
+            slow); teacher logits and features come back as float32, so the losses
+            stay fp32. What it saves and costs: :doc:`/benchmarks/cost`.
         teacher_batching: ``"loop"`` (default) runs the teachers one after the
             other; ``"vmap"`` runs same-architecture teachers as one vmapped forward
             over their stacked weights, ``"streams"`` each on its own CUDA stream (the
@@ -66,14 +66,16 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
             see :mod:`avalanche_m2kd.batched_teachers`.
         cache_teachers: ``True`` keeps every teacher dense for the whole experience
             (the fastest); ``False`` builds, runs and frees each teacher inside the
-            step, holding at most one dense teacher. With 9 ResNet-32 snapshots:
-            1.8 MiB of teachers held instead of 16.2 MiB (plus 0.44 MiB of unpacked
-            owners in ``nested``), for ~18 ms of rebuild per teacher per step
-            (``benchmarks/teacher_memory.py``). ``None`` (default) leaves the
-            store's setting (``True`` for a new store).
+            step, holding at most one dense teacher (memory against rebuild time:
+            :doc:`/benchmarks/cost`). ``None`` (default) leaves the store's setting
+            (``True`` for a new store); see :class:`~avalanche_m2kd.plugins.TeacherPlugin`.
         store: a shared :class:`SnapshotStore`; ``None`` keeps a private full-copy
             store, so the plugin works beside any Avalanche strategy.
         head_name: the classifier head, for a private store (found if ``None``).
+        teacher_options: ``teacher_bn``, ``teacher_dtype``, ``cache_teachers`` and
+            ``teacher_batching`` as one
+            :class:`~avalanche_m2kd.option_types.TeacherOptions` (see
+            :class:`~avalanche_m2kd.plugins.TeacherPlugin`).
 
     Example:
         >>> from avalanche.training import Naive
@@ -87,31 +89,40 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         weight: float = 1.0,
         teacher_slice: TeacherSlice = "own",
         teachers: TeacherSet = "all",
-        store: Optional[SnapshotStore] = None,
-        head_name: Optional[str] = None,
+        store: SnapshotStore | None = None,
+        head_name: str | None = None,
         teacher_bn: TeacherBatchNorm = "batch",
-        teacher_sample: Optional[int] = None,
-        teacher_dtype: Optional[torch.dtype] = None,
-        cache_teachers: Optional[bool] = None,
+        teacher_sample: int | None = None,
+        teacher_dtype: torch.dtype | None = None,
+        cache_teachers: bool | None = None,
         teacher_batching: TeacherBatching = "loop",
+        *,
+        teacher_options: TeacherOptions | None = None,
     ) -> None:
-        super().__init__(store, head_name, teacher_bn, teacher_dtype, cache_teachers, teacher_batching)
+        super().__init__(
+            store, head_name, teacher_bn, teacher_dtype, cache_teachers, teacher_batching,
+            teacher_options=teacher_options,
+        )
         if teacher_sample is not None:
             sample_teachers(1, teacher_sample)  # validates it
-        if not temperature > 0:
-            raise ValueError(f"Expected argument `temperature` to be > 0, but got {temperature}")
-        if weight < 0:
-            raise ValueError(f"Expected argument `weight` to be >= 0, but got {weight}")
-        check_choice(teacher_slice, TeacherSlice, "teacher_slice")
-        check_choice(teachers, TeacherSet, "teachers")
-        self.temperature = temperature
-        self.weight = weight
-        self.teacher_slice: TeacherSlice = teacher_slice
-        self.teachers: TeacherSet = teachers
+        self.temperature = check_number(temperature, "temperature", strict=True)
+        self.weight = check_number(weight, "weight")
+        self.teacher_slice: TeacherSlice = check_choice(
+            teacher_slice, TeacherSlice, "teacher_slice"
+        )
+        self.teachers: TeacherSet = check_choice(teachers, TeacherSet, "teachers")
         self.teacher_sample = teacher_sample
         self._plan: tuple[list[int], list[list[int] | Tensor], list[float]] = ([], [], [])
 
-    def before_training_exp(self, strategy, *args, **kwargs):
+    @classmethod
+    def option_keywords(cls, distillation: DistillationOptions) -> dict[str, Any]:
+        """This plugin's keywords in ``distillation``: its ``temperature``, ``mm_weight``
+        (``weight``), ``teacher_slice``, ``teachers`` and ``teacher_sample``."""
+        d = distillation
+        return {"temperature": d.temperature, "weight": d.mm_weight, "teacher_slice": d.teacher_slice,
+                "teachers": d.teachers, "teacher_sample": d.teacher_sample}
+
+    def before_training_exp(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         super().before_training_exp(strategy, *args, **kwargs)
         ids = self.teacher_ids(self.teachers)
         slices, weights = teacher_slices(self.store.classes, ids, self.teacher_slice) if ids else ([], [])
@@ -120,7 +131,7 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
             slices = [torch.tensor(s, dtype=torch.long, device=device) for s in slices]
         self._plan = (ids, slices, weights)
 
-    def teacher_outputs(self, strategy) -> Optional[tuple[list[Tensor], list[list[int] | Tensor], list[float]]]:
+    def teacher_outputs(self, strategy: Any) -> tuple[list[Tensor], list[list[int] | Tensor], list[float]] | None:
         """The teachers' logits on the mini-batch, with their slices and weights."""
         ids, slices, weights = self._plan
         if not ids or self.weight == 0:
@@ -132,7 +143,7 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
             weights = [weights[i] * scale for i in chosen]
         return [logits for logits, _ in self.run_teachers(ids, strategy.mb_x)], slices, weights
 
-    def before_backward(self, strategy, *args, **kwargs):
+    def before_backward(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         outputs = self.pending_outputs(strategy)
         if outputs is None:
             return
