@@ -16,7 +16,7 @@ Two kinds of use:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from avalanche.logging import WandBLogger
 from avalanche.training.plugins import EarlyStoppingPlugin, LRSchedulerPlugin
@@ -50,7 +50,7 @@ OVERRIDDEN_HOOKS: tuple[tuple[type, str], ...] = (
 EVALUATOR_STATE = ("metrics", "all_metric_results", "last_metric_results", "_metric_values")
 
 
-def criterion(strategy: Any) -> Optional[nn.Module]:
+def criterion(strategy: Any) -> nn.Module | None:
     """The loss module a strategy trains with (``SupervisedTemplate._criterion``)."""
     return getattr(strategy, "_criterion", None)
 
@@ -59,7 +59,10 @@ def fmnist_default_transforms() -> tuple[Any, Any]:
     """``SplitFMNIST``'s default (train, eval) transforms."""
     from avalanche.benchmarks.classic import cfashion_mnist
 
-    return cfashion_mnist._default_fmnist_train_transform, cfashion_mnist._default_fmnist_eval_transform
+    return (
+        cfashion_mnist._default_fmnist_train_transform,
+        cfashion_mnist._default_fmnist_eval_transform,
+    )
 
 
 @dataclass(frozen=True)
@@ -86,14 +89,35 @@ PLUGIN_FIELDS: dict[type, PluginFields] = {
     # reset_scheduler=False; the flags and running loss serve metric-based
     # schedulers (ReduceLROnPlateau) across hooks.
     LRSchedulerPlugin: PluginFields(
-        saved=("scheduler", "rolling_metric", "_was_training", "_just_validated", "_executed_train_iteration"),
-        compared=("reset_scheduler", "reset_lr", "metric", "step_granularity", "first_epoch_only", "first_exp_only"),
+        saved=(
+            "scheduler",
+            "rolling_metric",
+            "_was_training",
+            "_just_validated",
+            "_executed_train_iteration",
+        ),
+        compared=(
+            "reset_scheduler",
+            "reset_lr",
+            "metric",
+            "step_granularity",
+            "first_epoch_only",
+            "first_exp_only",
+        ),
     ),
     # best_state / best_val / best_step are reset in before_training_exp: nothing
     # crosses an experience boundary, where checkpoints are taken.
     EarlyStoppingPlugin: PluginFields(
         saved=(),
-        compared=("val_stream_name", "metric_name", "metric_key", "patience", "peval_mode", "margin", "operator"),
+        compared=(
+            "val_stream_name",
+            "metric_name",
+            "metric_key",
+            "patience",
+            "peval_mode",
+            "margin",
+            "operator",
+        ),
         unsaved=("best_state", "best_val", "best_step", "verbose"),
     ),
 }

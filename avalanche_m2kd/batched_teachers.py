@@ -50,7 +50,8 @@ Example:
     ...     store.record(net, classes=[2 * k, 2 * k + 1])
     >>> x = torch.randn(5, 4)
     >>> loop = [store.teacher(k).run(x)[0] for k in range(3)]
-    >>> batched = TeacherStacks().run([store.teacher(k) for k in range(3)], x, "running", None, "vmap")
+    >>> teachers = [store.teacher(k) for k in range(3)]
+    >>> batched = TeacherStacks().run(teachers, x, "running", None, "vmap")
     >>> all(torch.allclose(a, b, atol=1e-6) for a, (b, _) in zip(loop, batched))
     True
 """
@@ -59,7 +60,8 @@ from __future__ import annotations
 
 import copy
 import weakref
-from typing import TYPE_CHECKING, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
@@ -71,14 +73,20 @@ from avalanche_m2kd.options import check_choice
 if TYPE_CHECKING:  # snapshots imports this module lazily; no cycle at run time
     from avalanche_m2kd.snapshots import FrozenTeacher, TeacherBatchNorm
 
-__all__ = ["StackedTeachers", "TeacherBatching", "TeacherStacks", "check_teacher_batching", "run_on_streams"]
+__all__ = [
+    "StackedTeachers",
+    "TeacherBatching",
+    "TeacherStacks",
+    "check_teacher_batching",
+    "run_on_streams",
+]
 
 TeacherBatching = Literal["loop", "vmap", "streams"]
 
 Outputs = tuple[Tensor, dict[str, Tensor]]
 
 
-def check_teacher_batching(value: str, cache_teachers: Optional[bool] = None) -> str:
+def check_teacher_batching(value: str, cache_teachers: bool | None = None) -> str:
     """The checked ``teacher_batching`` option.
 
     Raises:
@@ -93,7 +101,7 @@ def check_teacher_batching(value: str, cache_teachers: Optional[bool] = None) ->
         Traceback (most recent call last):
         ...
         ValueError: Expected argument `teacher_batching` to be 'loop' with cache_teachers=False (it holds at most one dense teacher; batched teachers are all held at once), but got 'vmap'
-    """
+    """  # noqa: E501 (the doctest's exception message is one line)
     check_choice(value, TeacherBatching, "teacher_batching")
     if value != "loop" and cache_teachers is False:
         raise ValueError(
@@ -139,9 +147,9 @@ class StackedTeachers:
 
     def __init__(
         self,
-        teachers: Sequence["FrozenTeacher"],
+        teachers: Sequence[FrozenTeacher],
         feature_specs: Sequence[str] = (),
-        dtype: Optional[torch.dtype] = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         if not teachers:
             raise ValueError("Expected at least one teacher to stack, got none")
@@ -152,7 +160,8 @@ class StackedTeachers:
                 "to stack; group them first"
             )
         params, buffers = stack_module_state(modules)
-        if dtype is not None:  # see the module docstring: autocast does not reach every op under vmap
+        # See the module docstring: autocast does not reach every op under vmap.
+        if dtype is not None:
             params = {n: p.to(dtype) for n, p in params.items()}
             buffers = {n: b.to(dtype) if b.is_floating_point() else b for n, b in buffers.items()}
         self.params, self.buffers, self.dtype = params, buffers, dtype
@@ -168,15 +177,20 @@ class StackedTeachers:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
         ]
 
-    def stacks(self, teachers: Sequence["FrozenTeacher"]) -> bool:
+    def stacks(self, teachers: Sequence[FrozenTeacher]) -> bool:
         """Whether this stack was made from exactly these teacher objects (alive)."""
-        return len(teachers) == self.size and all(r() is t for r, t in zip(self._teachers, teachers))
+        return len(teachers) == self.size and all(
+            r() is t for r, t in zip(self._teachers, teachers, strict=True)
+        )
 
     def nbytes(self) -> int:
         """Bytes of the stacked parameters and buffers."""
-        return sum(t.numel() * t.element_size() for t in [*self.params.values(), *self.buffers.values()])
+        tensors = [*self.params.values(), *self.buffers.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
-    def _forward(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor):
+    def _forward(
+        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         logits = functional_call(self.template, (params, buffers), (x,))
         features: dict[str, Tensor] = {}
         if self._capture is not None:  # the hooks saw the batched tensors: return them
@@ -188,8 +202,8 @@ class StackedTeachers:
     def run(
         self,
         x: Tensor,
-        batch_norm: "TeacherBatchNorm" = "running",
-        positions: Optional[Sequence[int]] = None,
+        batch_norm: TeacherBatchNorm = "running",
+        positions: Sequence[int] | None = None,
     ) -> list[Outputs]:
         """Logits and features of every stacked teacher (or those at ``positions``).
 
@@ -222,11 +236,12 @@ class StackedTeachers:
                 m.training, m.track_running_stats = False, True
         n = logits.shape[0]
         return [
-            (_float32(logits[i]), {s: _float32(f[i]) for s, f in features.items()}) for i in range(n)
+            (_float32(logits[i]), {s: _float32(f[i]) for s, f in features.items()})
+            for i in range(n)
         ]
 
 
-def _streams(device: torch.device, n: int) -> list["torch.cuda.Stream"]:
+def _streams(device: torch.device, n: int) -> list[torch.cuda.Stream]:
     pool = _STREAMS.setdefault(device, [])
     while len(pool) < n:
         pool.append(torch.cuda.Stream(device=device))
@@ -237,10 +252,10 @@ _STREAMS: dict[torch.device, list] = {}
 
 
 def run_on_streams(
-    teachers: Sequence["FrozenTeacher"],
+    teachers: Sequence[FrozenTeacher],
     x: Tensor,
-    batch_norm: "TeacherBatchNorm" = "running",
-    dtype: Optional[torch.dtype] = None,
+    batch_norm: TeacherBatchNorm = "running",
+    dtype: torch.dtype | None = None,
 ) -> list[Outputs]:
     """:meth:`~avalanche_m2kd.snapshots.FrozenTeacher.run` of each teacher, each on its
     own CUDA stream; on another device, one after the other (the loop).
@@ -255,7 +270,7 @@ def run_on_streams(
     current = torch.cuda.current_stream(x.device)
     streams = _streams(x.device, len(teachers))
     outputs = []
-    for teacher, stream in zip(teachers, streams):
+    for teacher, stream in zip(teachers, streams, strict=True):
         stream.wait_stream(current)
         x.record_stream(stream)
         with torch.cuda.stream(stream):
@@ -286,12 +301,12 @@ class TeacherStacks:
 
     def run(
         self,
-        teachers: Sequence["FrozenTeacher"],
+        teachers: Sequence[FrozenTeacher],
         x: Tensor,
-        batch_norm: "TeacherBatchNorm",
-        dtype: Optional[torch.dtype],
+        batch_norm: TeacherBatchNorm,
+        dtype: torch.dtype | None,
         batching: TeacherBatching,
-        wanted: Optional[Sequence[int]] = None,
+        wanted: Sequence[int] | None = None,
         feature_specs: Sequence[str] = (),
     ) -> list[Outputs]:
         """Outputs of ``teachers[i]`` for each ``i`` in ``wanted`` (default: all).
@@ -323,8 +338,10 @@ class TeacherStacks:
             key = (tuple(members), tuple(feature_specs), dtype)
             stack = self._stacks.get(key)
             if stack is None or not stack.stacks([teachers[i] for i in members]):
-                stack = self._stacks[key] = StackedTeachers([teachers[i] for i in members], feature_specs, dtype)
+                stack = self._stacks[key] = StackedTeachers(
+                    [teachers[i] for i in members], feature_specs, dtype
+                )
             positions = [members.index(i) for i in asked]
-            for i, out in zip(asked, stack.run(x, batch_norm, positions)):
+            for i, out in zip(asked, stack.run(x, batch_norm, positions), strict=True):
                 outputs[i] = out
         return [outputs[i] for i in wanted]

@@ -9,7 +9,7 @@ current weights; nothing else in the model changes.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,14 @@ def batch_norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]
         for m in model.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
     ]
+
+
+def _running_stats(m: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor, Tensor]:
+    """``running_mean``, ``running_var`` and ``num_batches_tracked`` of a layer that
+    tracks them (the only ones :func:`batch_norm_layers` returns)."""
+    mean, var, count = m.running_mean, m.running_var, m.num_batches_tracked
+    assert mean is not None and var is not None and count is not None
+    return mean, var, count
 
 
 @torch.no_grad()
@@ -55,8 +63,7 @@ def recalibrate_batch_norm(model: nn.Module, batches: Iterable[Tensor]) -> int:
         return 0
     modes = [(m, m.training) for m in model.modules()]
     momenta = [m.momentum for m in layers]
-    snapshot = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-                for m in layers]
+    snapshot = [tuple(t.clone() for t in _running_stats(m)) for m in layers]
     n = 0
     try:
         model.eval()
@@ -68,13 +75,12 @@ def recalibrate_batch_norm(model: nn.Module, batches: Iterable[Tensor]) -> int:
             model(x)
             n += 1
     finally:
-        for m, training in modes:
-            m.training = training
+        for module, training in modes:
+            module.training = training
         for m, momentum in zip(layers, momenta, strict=True):
             m.momentum = momentum
     if n == 0:  # nothing seen: keep the statistics as they were
-        for m, (mean, var, count) in zip(layers, snapshot, strict=True):
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
-            m.num_batches_tracked.copy_(count)
+        for m, saved in zip(layers, snapshot, strict=True):
+            for t, s in zip(_running_stats(m), saved, strict=True):
+                t.copy_(s)
     return n

@@ -19,8 +19,6 @@ This is not part of M2KD's paper; it is our addition, chosen by measurement
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -84,19 +82,19 @@ class LogitAdjustedCrossEntropy(nn.Module):
             raise ValueError(f"Expected argument `momentum` to be in [0, 1), but got {momentum}")
         self.tau = tau
         self.momentum = momentum
-        self.class_prior: Optional[Tensor] = None
-        self._trained: Optional[Tensor] = None
+        self.class_prior: Tensor | None = None
+        self._trained: Tensor | None = None
 
     def reset(self) -> None:
         """Forget the running frequency and the classes trained so far."""
         self.class_prior = None
         self._trained = None
 
-    def get_extra_state(self) -> dict[str, Optional[Tensor]]:
+    def get_extra_state(self) -> dict[str, Tensor | None]:
         """The running prior and trained classes, so ``state_dict()`` holds them."""
         return {"class_prior": self.class_prior, "trained": self._trained}
 
-    def set_extra_state(self, state: dict[str, Optional[Tensor]]) -> None:
+    def set_extra_state(self, state: dict[str, Tensor | None]) -> None:
         """Restore :meth:`get_extra_state` (through ``load_state_dict``)."""
         self.class_prior = state["class_prior"]
         self._trained = state["trained"]

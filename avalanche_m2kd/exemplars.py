@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from avalanche.benchmarks.utils import AvalancheDataset
-from avalanche.training.storage_policy import HerdingSelectionStrategy, ParametricBuffer
+from avalanche.training.storage_policy import (
+    ExemplarsSelectionStrategy,
+    HerdingSelectionStrategy,
+    ParametricBuffer,
+)
+from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader
 
 from avalanche_m2kd._avalanche import ParametricSingleBuffer
@@ -32,11 +38,13 @@ class HeadInputHerding(HerdingSelectionStrategy):
         head_name: dotted name of the head; found automatically when ``None``.
     """
 
-    def __init__(self, head_name: Optional[str] = None) -> None:  # noqa: D107
+    def __init__(self, head_name: str | None = None) -> None:  # noqa: D107
         self.head_name = head_name  # no feature extractor: built per call
 
     @torch.no_grad()
-    def make_sorted_indices(self, strategy, data) -> list[int]:
+    def make_sorted_indices(
+        self, strategy: SupervisedTemplate, data: AvalancheDataset
+    ) -> list[int]:
         """Herding order of ``data``'s samples (best first); ``[]`` for no samples.
 
         A class group is empty once the memory has fewer slots than there are
@@ -55,7 +63,8 @@ class HeadInputHerding(HerdingSelectionStrategy):
         chunks = []
         try:
             with FeatureCapture(model, [spec]) as capture:
-                for x, *_ in DataLoader(data, batch_size=strategy.eval_mb_size, collate_fn=collate_fn):
+                loader = DataLoader(data, batch_size=strategy.eval_mb_size, collate_fn=collate_fn)
+                for x, *_ in loader:
                     model(x.to(strategy.device))
                     chunks.append(capture.features[spec].flatten(1))
         finally:
@@ -92,18 +101,20 @@ class ClassBalancedBuffer(ParametricBuffer):
         selection_strategy: Avalanche exemplar selection; random when ``None``.
     """
 
-    def __init__(self, max_size: int, selection_strategy=None) -> None:  # noqa: D107
+    def __init__(  # noqa: D107
+        self, max_size: int, selection_strategy: ExemplarsSelectionStrategy | None = None
+    ) -> None:
         super().__init__(max_size, groupby="class", selection_strategy=selection_strategy)
         self.class_experience: dict[int, int] = {}
         self._seen_order: list[int] = []  # insertion order of ``seen_groups`` (a set)
 
-    def post_adapt(self, agent, exp) -> None:
+    def post_adapt(self, agent: SupervisedTemplate, exp: Any) -> None:
         """Add ``exp``'s classes and shrink every class group to its share."""
         for c in exp.classes_in_this_experience:
             self.class_experience[int(c)] = exp.current_experience
         super().post_adapt(agent, exp)
 
-    def _split_by_class(self, data):
+    def _split_by_class(self, data: AvalancheDataset) -> dict[int, AvalancheDataset]:
         data = data.update_data_attribute(_SOURCE_INDEX, list(range(len(data))))
         groups: dict[int, list[int]] = {}
         for idx, target in enumerate(data.targets):

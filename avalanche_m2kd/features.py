@@ -10,7 +10,8 @@ exists in every classification model.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -78,11 +79,13 @@ class FeatureCapture:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     @staticmethod
-    def _make_hook(spec: str, capture_input: bool, features: dict[str, Tensor]):
+    def _make_hook(
+        spec: str, capture_input: bool, features: dict[str, Tensor]
+    ) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
         # The hook holds the ``features`` dict, not ``self``: no reference cycle
         # module -> hook -> capture -> module, so a dropped teacher is freed at once
         # (by reference counting, without waiting for the garbage collector).
-        def hook(module: nn.Module, inputs: tuple, output):
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
             value = inputs[0] if capture_input else output
             if not isinstance(value, Tensor):
                 raise TypeError(
@@ -93,7 +96,7 @@ class FeatureCapture:
 
         return hook
 
-    def attach(self) -> "FeatureCapture":
+    def attach(self) -> FeatureCapture:
         """Register the hooks (idempotent); forgets earlier captures."""
         if not self._handles:
             self.features = {}
@@ -126,14 +129,14 @@ class FeatureCapture:
             )
         return [self.features[s] for s in self.specs]
 
-    def __enter__(self) -> "FeatureCapture":
+    def __enter__(self) -> FeatureCapture:
         return self.attach()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.detach()
 
 
-def find_head(model: nn.Module, head_name: Optional[str] = None) -> str:
+def find_head(model: nn.Module, head_name: str | None = None) -> str:
     """Dotted name of the classifier head of ``model``.
 
     With ``head_name`` given, it is checked and returned. Otherwise the head is the
@@ -183,7 +186,7 @@ def find_head(model: nn.Module, head_name: Optional[str] = None) -> str:
 
 
 @torch.no_grad()
-def check_head(model: nn.Module, head_name: str, x: Optional[Tensor]) -> None:
+def check_head(model: nn.Module, head_name: str, x: Tensor | None) -> None:
     """Check on the input ``x`` that module ``head_name`` produces ``model``'s output.
 
     The model runs once in eval mode (its mode is restored). Nothing is raised when
@@ -206,7 +209,7 @@ def check_head(model: nn.Module, head_name: str, x: Optional[Tensor]) -> None:
         Traceback (most recent call last):
         ...
         ValueError: The classifier head found, 'aux', does not produce the model's output: 'fc' does. Pass head_name='fc' to M2KDStrategy (or to the plugins)
-    """
+    """  # noqa: E501 (the doctest's exception message is one line)
     from avalanche.models import IncrementalClassifier
 
     if x is None:
@@ -215,7 +218,7 @@ def check_head(model: nn.Module, head_name: str, x: Optional[Tensor]) -> None:
     handles = []
     for name, module in model.named_modules():
         if name and isinstance(module, (nn.Linear, IncrementalClassifier)):
-            def hook(m, inputs, out, name=name):
+            def hook(m: nn.Module, inputs: tuple[Any, ...], out: Any, name: str = name) -> None:
                 outputs[name] = out
             handles.append(module.register_forward_hook(hook))
     was_training = model.training

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from avalanche.evaluation.metric_results import AlternativeValues, TensorImage
@@ -25,16 +25,17 @@ def _generate_run_id(wandb_module: Any) -> str:
     try:
         from wandb.sdk.lib.runid import generate_id
     except ImportError:  # older wandb: the generator was wandb.util.generate_id
-        generate_id = getattr(getattr(wandb_module, "util", None), "generate_id", None)
-        if generate_id is None:
+        legacy_generate_id = getattr(getattr(wandb_module, "util", None), "generate_id", None)
+        if legacy_generate_id is None:
             raise RuntimeError(
                 "Cannot find wandb's run-id generator (neither wandb.sdk.lib.runid.generate_id "
                 "nor wandb.util.generate_id); pass params={'id': ...} or set WANDB_RUN_ID"
             ) from None
+        return legacy_generate_id()
     return generate_id()
 
 
-def _custom_chart_type(wandb_module: Any) -> Optional[type]:
+def _custom_chart_type(wandb_module: Any) -> type | None:
     """wandb's ``CustomChart`` class: ``wandb.plot`` (>= 0.19) or ``wandb.viz`` (older)."""
     for owner in ("plot", "viz"):
         chart = getattr(getattr(wandb_module, owner, None), "CustomChart", None)
@@ -116,17 +117,17 @@ class WandBLogger(_AvalancheWandBLogger):
         project_name: str = "Avalanche",
         run_name: str = "Test",
         log_artifacts: bool = False,
-        path: Union[str, Path] = "Checkpoints",
-        uri: Optional[str] = None,
+        path: str | Path = "Checkpoints",
+        uri: str | None = None,
         sync_tfboard: bool = False,
         save_code: bool = True,
-        config: Optional[object] = None,
-        dir: Optional[Union[str, Path]] = None,
-        params: Optional[dict] = None,
+        config: object | None = None,
+        dir: str | Path | None = None,
+        params: dict | None = None,
     ) -> None:
         self.run: Any = None
         self._defined: set[str] = set()
-        self._rows: Optional[list[tuple[Any, dict[str, Any]]]] = None
+        self._rows: list[tuple[Any, dict[str, Any]]] | None = None
         super().__init__(
             project_name=project_name,
             run_name=run_name,
@@ -145,7 +146,7 @@ class WandBLogger(_AvalancheWandBLogger):
         if self.wandb is None:
             self.import_wandb()
         if self.init_kwargs is None:
-            self.init_kwargs = {}
+            self.init_kwargs: dict[str, Any] = {}  # set by Avalanche's __init__
         run_id = self.init_kwargs.get("id") or os.environ.get("WANDB_RUN_ID")
         self.init_kwargs["id"] = run_id or _generate_run_id(self.wandb)
         self.run = self.wandb.init(**self.init_kwargs)
@@ -165,7 +166,7 @@ class WandBLogger(_AvalancheWandBLogger):
         if run is not None:
             run.finish()
 
-    def log_metrics(self, metric_values: list["MetricValue"]) -> None:
+    def log_metrics(self, metric_values: list[MetricValue]) -> None:
         """Logs the values of one callback, one row per ``x_plot`` (see the class)."""
         self._rows = []
         try:
@@ -203,8 +204,8 @@ class WandBLogger(_AvalancheWandBLogger):
 
     def after_training_exp(
         self,
-        strategy: "SupervisedTemplate",
-        metric_values: Optional[list["MetricValue"]] = None,
+        strategy: SupervisedTemplate,
+        metric_values: list[MetricValue] | None = None,
         **kwargs: Any,
     ) -> None:
         """Logs ``TrainingExperience`` (the values were logged by ``log_metrics`` already)."""

@@ -12,7 +12,8 @@ Notation (see ``SPEC.md``): ``z`` are student logits, ``z^(k)`` teacher ``k``'s,
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,8 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
     r"""Knowledge-distillation loss of Hinton et al. with the ``T^2`` scale.
 
     .. math::
-        T^2 \cdot \frac{1}{N}\sum_{n} \mathrm{KL}\big(\sigma_T(z^{t}_n) \,\|\, \sigma_T(z^{s}_n)\big)
+        T^2 \cdot \frac{1}{N}\sum_{n}
+        \mathrm{KL}\big(\sigma_T(z^{t}_n) \,\|\, \sigma_T(z^{s}_n)\big)
 
     Avalanche's ``LwFPlugin`` computes the same KL *without* the ``T^2`` factor, so
     ``kd_loss == T**2 * LwF``-loss for equal inputs.
@@ -123,7 +125,7 @@ def teacher_slices(
 
 
 def sample_teachers(
-    n_teachers: int, k: int, generator: Optional[torch.Generator] = None
+    n_teachers: int, k: int, generator: torch.Generator | None = None
 ) -> tuple[list[int], float]:
     r"""Pick ``k`` of ``n_teachers`` positions uniformly without replacement.
 
@@ -186,7 +188,7 @@ def multi_model_distillation_loss(
             f"{len(teacher_logits)} teachers, {len(slices)} slices, {len(weights)} weights"
         )
     loss = student_logits.new_zeros(())
-    for t_logits, idx, w in zip(teacher_logits, slices, weights):
+    for t_logits, idx, w in zip(teacher_logits, slices, weights, strict=True):
         idx_t = torch.as_tensor(idx, dtype=torch.long, device=student_logits.device)
         loss = loss + w * kd_loss(student_logits[:, idx_t], t_logits[:, idx_t], temperature)
     return loss
@@ -195,7 +197,9 @@ def multi_model_distillation_loss(
 def attention_map(features: Tensor) -> Tensor:
     r"""Spatial attention map of Zagoruyko & Komodakis (2017), L2-normalised.
 
-    .. math:: A(F) = \mathrm{vec}\Big(\sum_c F_c^2\Big) / \Big\|\mathrm{vec}\Big(\sum_c F_c^2\Big)\Big\|_2
+    .. math::
+        A(F) = \mathrm{vec}\Big(\sum_c F_c^2\Big)
+        / \Big\|\mathrm{vec}\Big(\sum_c F_c^2\Big)\Big\|_2
 
     Args:
         features: ``(N, C, *spatial)`` feature maps with at least one spatial dim.
@@ -263,7 +267,7 @@ def multi_level_distillation_loss(
     student_features: Sequence[Tensor],
     teacher_features: Sequence[Sequence[Tensor]],
     kind: FeatureLoss = "normalized_mse",
-    teacher_weights: Optional[Sequence[float]] = None,
+    teacher_weights: Sequence[float] | None = None,
 ) -> Tensor:
     r"""Feature distillation over layers and teachers.
 
@@ -289,13 +293,14 @@ def multi_level_distillation_loss(
             f"Expected one weight per teacher ({n_teachers}), got {len(teacher_weights)}"
         )
     loss = student_features[0].new_zeros(())
-    for feats, w in zip(teacher_features, teacher_weights):
+    for feats, w in zip(teacher_features, teacher_weights, strict=True):
         if len(feats) != len(student_features):
             raise ValueError(
                 f"Expected {len(student_features)} teacher feature maps, got {len(feats)}"
             )
         per_layer = [
-            feature_distillation_loss(s, t, kind) for s, t in zip(student_features, feats)
+            feature_distillation_loss(s, t, kind)
+            for s, t in zip(student_features, feats, strict=True)
         ]
         loss = loss + w * torch.stack(per_layer).mean()
     return loss

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = ["experience_accuracies", "old_new_accuracy"]
 
 
-def experience_accuracies(results: Mapping[str, float], stream: str = "test_stream") -> dict[int, float]:
+def experience_accuracies(
+    results: Mapping[str, float], stream: str = "test_stream"
+) -> dict[int, float]:
     """Per-experience top-1 accuracies from the dict returned by ``strategy.eval``.
 
     Reads Avalanche's ``Top1_Acc_Exp/eval_phase/<stream>/Task000/Exp<k>`` entries
     (``accuracy_metrics(experience=True)`` must be in the evaluator).
     """
     prefix = f"Top1_Acc_Exp/eval_phase/{stream}/"
-    accs = {int(k.rsplit("Exp", 1)[1]): float(v) for k, v in results.items() if k.startswith(prefix)}
+    accs = {
+        int(k.rsplit("Exp", 1)[1]): float(v) for k, v in results.items() if k.startswith(prefix)
+    }
     if not accs:
         raise KeyError(
             f"No {prefix}... entries in the results: add "
@@ -25,7 +29,7 @@ def experience_accuracies(results: Mapping[str, float], stream: str = "test_stre
 
 def old_new_accuracy(
     accuracies: Mapping[int, float], sizes: Sequence[int], current: int
-) -> tuple[Optional[float], float]:
+) -> tuple[float | None, float]:
     """Accuracy on the old classes (experiences ``< current``) and the new ones.
 
     Old-class accuracy is the sample-weighted mean over the earlier experiences'

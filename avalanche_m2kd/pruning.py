@@ -17,7 +17,8 @@ unit-tested on its own.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import TypeAlias
 
 import torch
 from torch import Tensor
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 #: ``"fair"``, one float in ``[0, 1)``, or one float per experience.
-PruneRatio = Union[str, float, Sequence[float]]
+PruneRatio: TypeAlias = str | float | Sequence[float]
 
 #: The largest owner value an ``uint8`` owner tensor (the unpacked form) can hold.
 MAX_SNAPSHOTS = 255
@@ -73,7 +74,7 @@ def validate_prune_ratio(prune_ratio: PruneRatio) -> PruneRatio:
 
 
 def keep_fraction(
-    prune_ratio: PruneRatio, experience: int, n_experiences: Optional[int] = None
+    prune_ratio: PruneRatio, experience: int, n_experiences: int | None = None
 ) -> float:
     """Fraction of the *free* weights that experience ``experience`` keeps.
 
@@ -107,10 +108,10 @@ def keep_fraction(
             )
         return 1.0 / (n_experiences - experience)
     if isinstance(prune_ratio, Sequence) and not isinstance(prune_ratio, str):
-        ratio = prune_ratio[min(experience, len(prune_ratio) - 1)]
+        ratio: str | float = prune_ratio[min(experience, len(prune_ratio) - 1)]
     else:
         ratio = prune_ratio
-    return 1.0 - float(ratio)  # type: ignore[arg-type]
+    return 1.0 - float(ratio)
 
 
 def prune_free_weights(
@@ -133,7 +134,8 @@ def prune_free_weights(
         released entries.
 
     Example:
-        >>> w = torch.tensor([0.1, -0.5, 0.3, 0.2]); o = torch.tensor([0, 0, 1, 0], dtype=torch.uint8)
+        >>> w = torch.tensor([0.1, -0.5, 0.3, 0.2])
+        >>> o = torch.tensor([0, 0, 1, 0], dtype=torch.uint8)
         >>> new, rel = prune_free_weights(w, o, 2, keep=2 / 3)
         >>> new.tolist(), rel.tolist()
         ([0, 2, 1, 2], [True, False, False, False])

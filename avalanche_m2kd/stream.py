@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["check_class_incremental", "experience_classes", "probe_input", "stream_length"]
 
@@ -78,7 +79,7 @@ def _stream_experiences(experience: Any) -> list[Any]:
         return []
 
 
-def probe_input(experience: Any, device: Any = "cpu") -> Optional[Any]:
+def probe_input(experience: Any, device: Any = "cpu") -> Any | None:
     """The experience's first input as a batch of one, on ``device`` (``None``: empty)."""
     import torch
 
@@ -89,7 +90,7 @@ def probe_input(experience: Any, device: Any = "cpu") -> Optional[Any]:
     return x.unsqueeze(0).to(device) if isinstance(x, torch.Tensor) else None
 
 
-def stream_length(experience: Any) -> Optional[int]:
+def stream_length(experience: Any) -> int | None:
     """Number of experiences in the stream ``experience`` comes from, if known.
 
     That is the benchmark's whole stream even when the experience was taken from a
@@ -99,6 +100,8 @@ def stream_length(experience: Any) -> Optional[int]:
     benchmark, name = getattr(stream, "benchmark", None), getattr(stream, "name", None)
     full = getattr(benchmark, f"{name}_stream", None) if benchmark is not None and name else None
     for candidate in (full, stream):
+        if candidate is None:
+            continue
         try:
             return len(candidate)
         except Exception:  # streams without a length (online, generators)

@@ -21,10 +21,12 @@ allowed) downloaded once with a short network timeout; if that fails too,
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any
 
 import torch
+from avalanche.benchmarks import NCScenario
 from torch.utils.data import Dataset
 from torchvision import transforms
 
@@ -115,7 +117,7 @@ CIFAR100_EVAL_TRANSFORM = transforms.Compose(
 )
 
 
-def cifar100_class_order(class_order: Union[str, Sequence[int]] = "pycil") -> tuple[int, ...]:
+def cifar100_class_order(class_order: str | Sequence[int] = "pycil") -> tuple[int, ...]:
     """A CIFAR-100 class order, by name or as given, checked to be a permutation of 0..99.
 
     Args:
@@ -141,7 +143,7 @@ def cifar100_class_order(class_order: Union[str, Sequence[int]] = "pycil") -> tu
     return order
 
 
-def _named_or_given_order(class_order: Union[str, Sequence[int]]) -> tuple[int, ...]:
+def _named_or_given_order(class_order: str | Sequence[int]) -> tuple[int, ...]:
     if isinstance(class_order, str):
         try:
             return CIFAR100_CLASS_ORDERS[class_order]
@@ -159,7 +161,7 @@ def _has_files(root: Path) -> bool:
 
 
 def load_cifar100(
-    dataset_root: Optional[Union[str, Path]] = None,
+    dataset_root: str | Path | None = None,
     *,
     download: bool = True,
     timeout: float = _DOWNLOAD_TIMEOUT_S,
@@ -237,7 +239,7 @@ class ClassSubset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Any:
         return self.dataset[self.indices[i]]
 
 
@@ -254,17 +256,17 @@ def _targets(dataset: Dataset) -> list[int]:
 def split_cifar100(
     n_experiences: int = 10,
     *,
-    first_exp_classes: Optional[int] = None,
-    class_order: Union[str, Sequence[int]] = "pycil",
-    dataset_root: Optional[Union[str, Path]] = None,
+    first_exp_classes: int | None = None,
+    class_order: str | Sequence[int] = "pycil",
+    dataset_root: str | Path | None = None,
     download: bool = True,
-    train_dataset: Optional[Dataset] = None,
-    test_dataset: Optional[Dataset] = None,
-    max_train_per_class: Optional[int] = None,
+    train_dataset: Dataset | None = None,
+    test_dataset: Dataset | None = None,
+    max_train_per_class: int | None = None,
     remap_class_ids: bool = True,
-    train_transform: Optional[Callable] = CIFAR100_TRAIN_TRANSFORM,
-    eval_transform: Optional[Callable] = CIFAR100_EVAL_TRANSFORM,
-):
+    train_transform: Callable | None = CIFAR100_TRAIN_TRANSFORM,
+    eval_transform: Callable | None = CIFAR100_EVAL_TRANSFORM,
+) -> NCScenario:
     """Class-incremental Split CIFAR-100 in a published class order, without task labels.
 
     The same benchmark as Avalanche's ``SplitCIFAR100(n_experiences,
@@ -321,14 +323,17 @@ def split_cifar100(
     if (train_dataset is None) != (test_dataset is None):
         raise ValueError("Expected both `train_dataset` and `test_dataset`, or neither")
     if isinstance(n_experiences, bool) or not isinstance(n_experiences, int) or n_experiences < 1:
-        raise ValueError(f"Expected argument `n_experiences` to be an int >= 1, but got {n_experiences!r}")
+        raise ValueError(
+            f"Expected argument `n_experiences` to be an int >= 1, but got {n_experiences!r}"
+        )
     if max_train_per_class is not None and (
         isinstance(max_train_per_class, bool)
         or not isinstance(max_train_per_class, int)
         or max_train_per_class < 1
     ):
         raise ValueError(
-            f"Expected argument `max_train_per_class` to be an int >= 1, but got {max_train_per_class!r}"
+            "Expected argument `max_train_per_class` to be an int >= 1, "
+            f"but got {max_train_per_class!r}"
         )
 
     if train_dataset is None:
@@ -356,7 +361,7 @@ def split_cifar100(
     )
 
 
-def _order_for(present: list[int], class_order: Union[str, Sequence[int]]) -> tuple[int, ...]:
+def _order_for(present: list[int], class_order: str | Sequence[int]) -> tuple[int, ...]:
     """The class order for an injected dataset whose classes are ``present``."""
     if isinstance(class_order, str):
         full = cifar100_class_order(class_order)
@@ -379,8 +384,8 @@ def _order_for(present: list[int], class_order: Union[str, Sequence[int]]) -> tu
 
 
 def _per_exp_classes(
-    n_classes: int, n_experiences: int, first_exp_classes: Optional[int]
-) -> Optional[dict[int, int]]:
+    n_classes: int, n_experiences: int, first_exp_classes: int | None
+) -> dict[int, int] | None:
     """Avalanche's ``per_exp_classes`` for a base experience, after checking the split."""
     if first_exp_classes is None:
         if n_classes % n_experiences:

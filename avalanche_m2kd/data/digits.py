@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
+from avalanche.benchmarks import NCScenario
 from torch.utils.data import Dataset
 
 __all__ = ["TensorClassificationDataset", "split_digits"]
@@ -22,7 +23,7 @@ class TensorClassificationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.x[i], self.targets[i]
 
 
@@ -30,11 +31,11 @@ def split_digits(
     n_experiences: int = 5,
     *,
     seed: int = 0,
-    fixed_class_order: Optional[Sequence[int]] = None,
-    per_exp_classes: Optional[dict[int, int]] = None,
+    fixed_class_order: Sequence[int] | None = None,
+    per_exp_classes: dict[int, int] | None = None,
     test_fraction: float = 0.3,
     flatten: bool = True,
-):
+) -> NCScenario:
     """Split digits: scikit-learn's 1,797 8x8 handwritten digits, class-incremental.
 
     Pixels are scaled to ``[0, 1]``; the train/test split is stratified and fixed

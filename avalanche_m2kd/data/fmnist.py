@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any
 
+from avalanche.benchmarks import NCScenario
 from torch.utils.data import Dataset
 
 from avalanche_m2kd._avalanche import fmnist_default_transforms
@@ -48,18 +50,18 @@ class FashionMNISTNotFoundError(FileNotFoundError):
     """Fashion-MNIST's files are not where they are needed; the message says what to do."""
 
 
-def _raw(root: Union[str, Path]) -> Path:
+def _raw(root: str | Path) -> Path:
     return Path(root).expanduser() / "FashionMNIST" / "raw"
 
 
-def fashion_mnist_ready(root: Union[str, Path]) -> bool:
+def fashion_mnist_ready(root: str | Path) -> bool:
     """Whether ``<root>/FashionMNIST/raw/`` holds the four unpacked idx files."""
     raw = _raw(root)
     return all((raw / name).is_file() for name in FMNIST_FILES)
 
 
 def prepare_fashion_mnist(
-    root: Union[str, Path], source: Union[str, Path] = DEBIAN_FASHION_MNIST
+    root: str | Path, source: str | Path = DEBIAN_FASHION_MNIST
 ) -> Path:
     """Unpack the gzipped idx files from ``source`` into ``<root>/FashionMNIST/raw/``.
 
@@ -79,7 +81,9 @@ def prepare_fashion_mnist(
     """
     raw = _raw(root)
     source = Path(source)
-    missing = [n for n in FMNIST_FILES if not (raw / n).is_file() and not (source / f"{n}.gz").is_file()]
+    missing = [
+        n for n in FMNIST_FILES if not (raw / n).is_file() and not (source / f"{n}.gz").is_file()
+    ]
     if missing:
         raise FashionMNISTNotFoundError(
             f"Fashion-MNIST files {[f'{n}.gz' for n in missing]} are not in {source}. "
@@ -100,7 +104,7 @@ def prepare_fashion_mnist(
     return raw
 
 
-def _stream_split(stream: str, n_classes: int = 10) -> tuple[int, Optional[dict[int, int]]]:
+def _stream_split(stream: str, n_classes: int = 10) -> tuple[int, dict[int, int] | None]:
     """``n_experiences`` and ``per_exp_classes`` of a stream name ``"5x2"`` or ``"2+1"``."""
     try:
         if "x" in stream:
@@ -122,13 +126,13 @@ def _stream_split(stream: str, n_classes: int = 10) -> tuple[int, Optional[dict[
 def split_fmnist(
     stream: str = "5x2",
     *,
-    dataset_root: Union[str, Path],
-    class_order: Optional[Sequence[int]] = None,
-    max_train_per_class: Optional[int] = None,
-    max_test_per_class: Optional[int] = None,
-    train_transform="default",
-    eval_transform="default",
-):
+    dataset_root: str | Path,
+    class_order: Sequence[int] | None = None,
+    max_train_per_class: int | None = None,
+    max_test_per_class: int | None = None,
+    train_transform: Any = "default",
+    eval_transform: Any = "default",
+) -> NCScenario:
     """Class-incremental Split Fashion-MNIST, without task labels, from local files.
 
     Built exactly as Avalanche's ``SplitFMNIST`` builds it (``get_fmnist_dataset``,
@@ -174,8 +178,12 @@ def split_fmnist(
             "unpacked idx files there"
         )
     train, test = get_fmnist_dataset(str(Path(dataset_root).expanduser()))
-    train_set: Dataset = train if max_train_per_class is None else ClassSubset(train, max_train_per_class)
-    test_set: Dataset = test if max_test_per_class is None else ClassSubset(test, max_test_per_class)
+    train_set: Dataset = (
+        train if max_train_per_class is None else ClassSubset(train, max_train_per_class)
+    )
+    test_set: Dataset = (
+        test if max_test_per_class is None else ClassSubset(test, max_test_per_class)
+    )
     if train_transform == "default":
         train_transform = fmnist_default_transforms()[0]
     if eval_transform == "default":
