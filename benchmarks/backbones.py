@@ -22,11 +22,19 @@ from torch import nn
 __all__ = ["FEATURE_STAGES", "Backbone", "make_backbone"]
 
 #: The three stage outputs, as dotted module names of a :class:`Backbone`.
-FEATURE_STAGES = ("feature_extractor.stage1", "feature_extractor.stage2", "feature_extractor.stage3")
+FEATURE_STAGES = (
+    "feature_extractor.stage1",
+    "feature_extractor.stage2",
+    "feature_extractor.stage3",
+)
 
 
 def _conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
-    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    layers = [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
     if pool:
         layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)
@@ -112,5 +120,9 @@ def make_backbone(
         features, dim = _resnet(in_channels, int(name[len("resnet"):]))
     else:
         raise ValueError(f"Expected backbone 'cnn', 'resnet20' or 'resnet32', but got {name!r}")
-    head = IncrementalClassifier(dim, initial_out_features=initial_classes) if incremental_head else nn.Linear(dim, n_classes)
+    head = (
+        IncrementalClassifier(dim, initial_out_features=initial_classes)
+        if incremental_head
+        else nn.Linear(dim, n_classes)
+    )
     return Backbone(features, head)

@@ -31,16 +31,21 @@ CUM = dict(teacher_slice="cumulative")
 VARIANTS: dict[str, dict] = {
     "naive (no memory)": dict(mem_size=0, snapshot_mode="full", **NO_DISTILL, **PLAIN_CE),
     "replay only": dict(snapshot_mode="full", **NO_DISTILL, **PLAIN_CE),
-    "LwF + buffer (last, cumulative)": dict(snapshot_mode="full", teachers="last", feat_weight=0.0, **CUM,
-                                            **PLAIN_CE),
-    "all teachers, cumulative, full": dict(snapshot_mode="full", feat_weight=0.0, **CUM, **PLAIN_CE),
+    "LwF + buffer (last, cumulative)": dict(
+        snapshot_mode="full", teachers="last", feat_weight=0.0, **CUM, **PLAIN_CE
+    ),
+    "all teachers, cumulative, full": dict(
+        snapshot_mode="full", feat_weight=0.0, **CUM, **PLAIN_CE
+    ),
     "all teachers, own, full": dict(snapshot_mode="full", feat_weight=0.0, **PLAIN_CE),
     "all teachers, own, full + features": dict(snapshot_mode="full", **PLAIN_CE),
     "nested, own + features": dict(**PLAIN_CE),
     "replay + LA": dict(snapshot_mode="full", **NO_DISTILL),
     "LwF + buffer + LA": dict(snapshot_mode="full", teachers="last", feat_weight=0.0, **CUM),
     "all teachers, own, full + features + LA": dict(snapshot_mode="full"),
-    "nested, released weights restart at zero (defaults otherwise)": dict(warm_start_released=False),
+    "nested, released weights restart at zero (defaults otherwise)": dict(
+        warm_start_released=False
+    ),
     "nested (defaults: own, features, LA)": dict(),
     "nested, no distillation, LA": dict(**NO_DISTILL),
 }
@@ -49,7 +54,9 @@ VARIANTS: dict[str, dict] = {
 def run(seed: int, warm_start_released: bool = True, **options) -> float:
     torch.manual_seed(seed)
     benchmark = split_digits(5, seed=seed)
-    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+    model = nn.Sequential(
+        nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
     options.setdefault("mem_size", 40)
     strategy = M2KDStrategy(
         model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), nn.CrossEntropyLoss(),

@@ -50,7 +50,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -78,7 +78,9 @@ COMPARE_ARGS = ["--preset", "gpu", "--backbone", "resnet32", "--methods", "m2kd"
                 "--train-per-class", "500", "--test-per-class", "200"]
 
 #: Packages the device image lacks (beside Avalanche itself), copied by --make-bundle.
-BUNDLE_PACKAGES = ("avalanche", "dill", "GPUtil", "pytorchcv", "qpsolvers", "gdown", "bs4", "soupsieve")
+BUNDLE_PACKAGES = (
+    "avalanche", "dill", "GPUtil", "pytorchcv", "qpsolvers", "gdown", "bs4", "soupsieve",
+)
 _WANDB_STUB = '''"""Stand-in for wandb, written by benchmarks/gpu_check.py --make-bundle.
 
 Avalanche 0.6.0 imports wandb when it is imported; the GPU check never logs to
@@ -122,8 +124,13 @@ def make_bundle(target: Path, data_root: Path) -> dict[str, int]:
     raw = data_root / "FashionMNIST" / "raw"
     for name in FMNIST_FILES:
         if not (raw / name).exists():
-            raise FileNotFoundError(f"{raw / name} is missing: run python -m benchmarks.compare prepare first")
-        with open(raw / name, "rb") as src, gzip.open(data / f"{name}.gz", "wb", compresslevel=6) as dst:
+            raise FileNotFoundError(
+                f"{raw / name} is missing: run python -m benchmarks.compare prepare first"
+            )
+        with (
+            open(raw / name, "rb") as src,
+            gzip.open(data / f"{name}.gz", "wb", compresslevel=6) as dst,
+        ):
             shutil.copyfileobj(src, dst)
     sizes["fashion-mnist"] = _bytes(data)
     return sizes
@@ -144,7 +151,10 @@ def use_bundle(bundle: Path) -> tuple[dict[str, str], Path]:
     sys.path.insert(0, site)
     from avalanche_m2kd.data.fmnist import prepare_fashion_mnist  # noqa: PLC0415 - needs the path
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([site, str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     root = Path(tempfile.gettempdir()) / "gpu_check_data"
     prepare_fashion_mnist(root, bundle / "fashion-mnist")
     return env, root
@@ -154,11 +164,15 @@ def use_bundle(bundle: Path) -> tuple[dict[str, str], Path]:
 def run_cuda_tests(out: Path, env: dict[str, str], timeout: float) -> dict[str, Any]:
     """``pytest -m cuda tests/test_cuda.py``: counts, failures, seconds."""
     junit, log = out / "cuda_tests.xml", out / "cuda_tests.log"
-    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-p", "no:cacheprovider",
-           "-rfEsx", f"--junitxml={junit}"]
+    cmd = [
+        sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-p",
+        "no:cacheprovider", "-rfEsx", f"--junitxml={junit}",
+    ]
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
         log.write_text(proc.stdout + proc.stderr)
         status = "ok" if proc.returncode == 0 else f"pytest exit {proc.returncode}"
     except subprocess.TimeoutExpired as err:
@@ -198,33 +212,65 @@ def run_step_cost(teachers: list[int], batch: int, reps: int, settings: dict[str
     for n in teachers:
         for name, r in step_cost.compare(n, batch, reps, variants, device=device).items():
             rows.append(dict(teachers=n, setting=name, **{k: round(v, 6) for k, v in r.items()}))
-            print(f"  step_cost T={n} {name}: {r['m2kd'] * 1e3:.2f} ms, x{r['m2kd_ratio']:.2f}", flush=True)
-    return dict(status="ok", seconds=round(time.perf_counter() - start, 1), batch=batch, reps=reps, rows=rows)
+            print(
+                f"  step_cost T={n} {name}: {r['m2kd'] * 1e3:.2f} ms, x{r['m2kd_ratio']:.2f}",
+                flush=True,
+            )
+    return dict(
+        status="ok",
+        seconds=round(time.perf_counter() - start, 1),
+        batch=batch,
+        reps=reps,
+        rows=rows,
+    )
 
 
-def run_compare(out: Path, data_root: Path, env: dict[str, str], timeout: float, device: str = "cuda",
-                overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+def run_compare(
+    out: Path,
+    data_root: Path,
+    env: dict[str, str],
+    timeout: float,
+    device: str = "cuda",
+    overrides: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """The Split Fashion-MNIST ResNet-32 run of M2KD and LwF-LA: each record's figures.
 
     ``overrides``: ``compare run`` options given after :data:`COMPARE_ARGS` (they win).
     """
     records = out / "compare"
-    cmd = [sys.executable, "-m", "benchmarks.compare", "run", "--root", str(data_root), "--out", str(records),
-           "--device", device, *COMPARE_ARGS, *overrides]
+    cmd = [
+        sys.executable, "-m", "benchmarks.compare", "run", "--root", str(data_root), "--out",
+        str(records), "--device", device, *COMPARE_ARGS, *overrides,
+    ]
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
         (out / "compare.log").write_text(proc.stdout + proc.stderr)
-        status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
+        status = (
+            "ok"
+            if proc.returncode == 0
+            else f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
+        )
     except subprocess.TimeoutExpired:
         status = f"timed out after {timeout:.0f} s"
     runs = {}
     for path in sorted(records.glob("runs/headline/*.json")):
         r = json.loads(path.read_text())
-        runs[r["method"]] = {k: r.get(k) for k in ("final_accuracy", "average_incremental_accuracy",
-                                                     "accuracy", "wall_time_s", "train_time_s", "stored_total")}
-    return dict(status=status, seconds=round(time.perf_counter() - start, 1), args=[*COMPARE_ARGS, *overrides],
-                runs=runs)
+        runs[r["method"]] = {
+            k: r.get(k)
+            for k in (
+                "final_accuracy", "average_incremental_accuracy", "accuracy", "wall_time_s",
+                "train_time_s", "stored_total",
+            )
+        }
+    return dict(
+        status=status,
+        seconds=round(time.perf_counter() - start, 1),
+        args=[*COMPARE_ARGS, *overrides],
+        runs=runs,
+    )
 
 
 # --------------------------------------------------------------------------- report
@@ -233,21 +279,32 @@ def summary_line(report: dict[str, Any]) -> str:
     parts = [f"gpu_check on {report['device']}"]
     tests = report.get("cuda_tests", {})
     if "passed" in tests:
-        parts.append(f"cuda tests {tests['passed']} passed, {tests['failed'] + tests['errors']} failed, "
-                     f"{tests['xfailed']} xfailed, {tests['skipped']} skipped")
+        parts.append(
+            f"cuda tests {tests['passed']} passed, {tests['failed'] + tests['errors']} failed, "
+            f"{tests['xfailed']} xfailed, {tests['skipped']} skipped"
+        )
     elif tests:
         parts.append(f"cuda tests: {tests['status']}")
     rows = report.get("step_cost", {}).get("rows", [])
     if rows:
         t = max(r["teachers"] for r in rows)
         at = {r["setting"]: r for r in rows if r["teachers"] == t}
-        shown = ", ".join(f"{name} x{at[name]['m2kd_ratio']:.2f}"
-                          for name in ("vmap", "streams", "bf16 teachers", "bf16 student + teachers") if name in at)
+        shown = ", ".join(
+            f"{name} x{at[name]['m2kd_ratio']:.2f}"
+            for name in ("vmap", "streams", "bf16 teachers", "bf16 student + teachers")
+            if name in at
+        )
         parts.append(f"T={t} M2KD step {at['default']['m2kd'] * 1e3:.1f} ms: {shown}")
     runs = report.get("compare", {}).get("runs", {})
     if runs:
-        parts.append("Split FMNIST ResNet-32 final " + ", ".join(
-            f"{m} {r['final_accuracy']:.3f}" for m, r in runs.items() if r.get("final_accuracy") is not None))
+        parts.append(
+            "Split FMNIST ResNet-32 final "
+            + ", ".join(
+                f"{m} {r['final_accuracy']:.3f}"
+                for m, r in runs.items()
+                if r.get("final_accuracy") is not None
+            )
+        )
     elif report.get("compare"):
         parts.append(f"compare: {report['compare']['status']}")
     parts.append(f"{report['seconds']:.0f} s")
@@ -261,11 +318,17 @@ def failed(report: dict[str, Any]) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--out", type=Path, help="folder for gpu_check.json and the logs")
-    p.add_argument("--root", type=Path, default=ROOT / "data", help="dataset root holding FashionMNIST/raw/")
+    p.add_argument(
+        "--root", type=Path, default=ROOT / "data", help="dataset root holding FashionMNIST/raw/"
+    )
     p.add_argument("--bundle", type=Path, help="a folder made by --make-bundle (packages and data)")
-    p.add_argument("--make-bundle", type=Path, metavar="DIR", help="write the bundle to DIR and exit")
+    p.add_argument(
+        "--make-bundle", type=Path, metavar="DIR", help="write the bundle to DIR and exit"
+    )
     p.add_argument("--teachers", type=int, nargs="+", default=[1, 3, 9])
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--reps", type=int, default=20)
@@ -275,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
     if args.make_bundle is not None:
@@ -286,19 +349,32 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.out is None:
         build_parser().error("--out is required (or --make-bundle DIR)")
     if not torch.cuda.is_available():
-        print(f"gpu_check: no CUDA device here (torch {torch.__version__}, CUDA build {torch.version.cuda}, "
-              "torch.cuda.is_available() is false): nothing was checked or written. Run it on a machine "
-              "with a GPU.", file=sys.stderr)
+        print(
+            f"gpu_check: no CUDA device here (torch {torch.__version__}, "
+            f"CUDA build {torch.version.cuda}, torch.cuda.is_available() is false): "
+            "nothing was checked or written. Run it on a machine with a GPU.",
+            file=sys.stderr,
+        )
         return 2
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    env, data_root = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}, args.root
+    env, data_root = (
+        {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
+        args.root,
+    )
     if args.bundle is not None:
         env, data_root = use_bundle(args.bundle)
     env["PYTHONUNBUFFERED"] = "1"
     report: dict[str, Any] = dict(
-        device=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count(), torch=torch.__version__,
-        cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), python=platform.python_version(),
+        device=torch.cuda.get_device_name(0),
+        gpus=torch.cuda.device_count(),
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        cudnn=torch.backends.cudnn.version(),
+        python=platform.python_version(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     path = args.out / "gpu_check.json"

@@ -94,7 +94,9 @@ class _Fidelity(SupervisedPlugin):
         for name, classes in (("own", own), ("seen", seen)):
             row[f"dense_{name}"] = accuracy(self.dense, self.x, self.y, classes)
             row[f"snapshot_{name}"] = accuracy(strategy.model, self.x, self.y, classes)
-            row[f"snapshot_batch_stats_{name}"] = accuracy(strategy.model, self.x, self.y, classes, True)
+            row[f"snapshot_batch_stats_{name}"] = accuracy(
+                strategy.model, self.x, self.y, classes, True
+            )
         self.rows.append(row)
 
 
@@ -108,7 +110,9 @@ def run(root: str, stream: str, seed: int, recalibrate_bn: bool, mem_size: int, 
     benchmark = split_fmnist(stream, dataset_root=root, class_order=order,
                              max_train_per_class=train_per_class, max_test_per_class=test_per_class)
     x = torch.cat([torch.stack([s[0] for s in exp.dataset]) for exp in benchmark.test_stream])
-    y = torch.cat([torch.tensor([int(t) for t in exp.dataset.targets]) for exp in benchmark.test_stream])
+    y = torch.cat(
+        [torch.tensor([int(t) for t in exp.dataset.targets]) for exp in benchmark.test_stream]
+    )
     n_first = len(benchmark.train_stream[0].classes_in_this_experience)
     model = make_backbone("cnn", in_channels=1, n_classes=10, initial_classes=n_first)
     fidelity = _Fidelity(x, y)
@@ -139,14 +143,18 @@ def report(path: Path) -> str:
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
-    lines = ["| stream | recalibrate_bn | seeds | step-0 snapshot (own) | largest drop vs dense (own) "
-             "| mean drop vs dense (own) | avg. incr. acc. | final acc. |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| stream | recalibrate_bn | seeds | step-0 snapshot (own) | largest drop vs dense (own) "
+        "| mean drop vs dense (own) | avg. incr. acc. | final acc. |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for (stream, recal), rs in sorted(groups.items()):
         drops = [[r0["dense_own"] - r0["snapshot_own"] for r0 in r["rows"]] for r in rs]
         lines.append(
             f"| {stream} | {recal} | {', '.join(str(r['seed']) for r in rs)} "
             f"| {ms([r['rows'][0]['snapshot_own'] for r in rs])} | {ms([max(d) for d in drops])} "
-            f"| {ms([sum(d) / len(d) for d in drops])} | {ms([r['average_incremental'] for r in rs])} "
+            f"| {ms([sum(d) / len(d) for d in drops])} "
+            f"| {ms([r['average_incremental'] for r in rs])} "
             f"| {ms([r['final'] for r in rs])} |"
         )
     return "\n".join(lines)

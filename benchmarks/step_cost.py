@@ -42,7 +42,8 @@ each per repetition, so that the machine's load drifts over all of them alike).
     python -m benchmarks.step_cost --teacher-dtype bfloat16         # bf16 autocast teachers
     python -m benchmarks.step_cost --channels-last teachers all     # memory format
     python -m benchmarks.step_cost --uncached-teachers              # rebuild cost per step
-    python -m benchmarks.step_cost --device cuda --teacher-batching vmap streams --teacher-dtype bfloat16
+    python -m benchmarks.step_cost --device cuda --teacher-batching vmap streams \\
+        --teacher-dtype bfloat16
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ import itertools
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable, Optional
 
 warnings.filterwarnings("ignore", message="no QP solver")
 
@@ -79,7 +80,9 @@ def _median_time(step: Callable[[], None], reps: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def _interleaved_medians(steps: dict[str, Callable[[], None]], reps: int, warmup: int = 2) -> dict[str, float]:
+def _interleaved_medians(
+    steps: dict[str, Callable[[], None]], reps: int, warmup: int = 2
+) -> dict[str, float]:
     """Median seconds of each step, timed in turn: one of each per repetition."""
     for _ in range(warmup):
         for step in steps.values():
@@ -101,12 +104,12 @@ def make_steps(
     n_teachers: int,
     batch: int,
     reps: int,
-    teacher_sample: Optional[int] = None,
-    teacher_dtype: Optional[torch.dtype] = None,
-    channels_last: Optional[str] = None,
+    teacher_sample: int | None = None,
+    teacher_dtype: torch.dtype | None = None,
+    channels_last: str | None = None,
     snapshot_mode: SnapshotMode = "full",
     cache_teachers: bool = True,
-    student_dtype: Optional[torch.dtype] = None,
+    student_dtype: torch.dtype | None = None,
     teachers_first: bool = True,
     teacher_batching: str = "loop",
     device: str = "cpu",
@@ -145,7 +148,9 @@ def make_steps(
     for k in range(n_teachers):
         if snapshot_mode == "nested":
             store.prune(model, k, keep=1 / (n_teachers + 1 - k))
-        store.record(model, list(range(k * CLASSES_PER_EXPERIENCE, (k + 1) * CLASSES_PER_EXPERIENCE)))
+        store.record(
+            model, list(range(k * CLASSES_PER_EXPERIENCE, (k + 1) * CLASSES_PER_EXPERIENCE))
+        )
     if channels_last is not None:  # teachers are cached: converted once, as a plugin option would
         for k in range(n_teachers):
             store.teacher(k).module.to(memory_format=torch.channels_last)
@@ -174,11 +179,18 @@ def make_steps(
         store.teacher(next(turn) % n_teachers).run(fresh(), "batch", teacher_dtype)
         sync()
 
-    strategy = SimpleNamespace(model=model, experience=None, mb_x=None, mb_output=None, loss=None, device=device)
-    logit_plugin = MultiModelDistillationPlugin(store=store, teacher_sample=teacher_sample,
-                                                teacher_dtype=teacher_dtype, teacher_batching=teacher_batching)
-    feature_plugin = MultiLevelDistillationPlugin(store=store, head_name=HEAD, teacher_dtype=teacher_dtype,
-                                                  teacher_batching=teacher_batching)
+    strategy = SimpleNamespace(
+        model=model, experience=None, mb_x=None, mb_output=None, loss=None, device=device
+    )
+    logit_plugin = MultiModelDistillationPlugin(
+        store=store,
+        teacher_sample=teacher_sample,
+        teacher_dtype=teacher_dtype,
+        teacher_batching=teacher_batching,
+    )
+    feature_plugin = MultiLevelDistillationPlugin(
+        store=store, head_name=HEAD, teacher_dtype=teacher_dtype, teacher_batching=teacher_batching
+    )
     logit_plugin.before_training_exp(strategy)
     feature_plugin.before_training_exp(strategy)
 
@@ -220,8 +232,14 @@ def make_steps(
     def close() -> None:
         feature_plugin.after_training_exp(strategy)  # removes the student's feature hooks
 
-    return SimpleNamespace(student=student_step, teacher=teacher_forward, m2kd=m2kd_step, floor=floor_step,
-                           store=store, close=close)
+    return SimpleNamespace(
+        student=student_step,
+        teacher=teacher_forward,
+        m2kd=m2kd_step,
+        floor=floor_step,
+        store=store,
+        close=close,
+    )
 
 
 def measure(n_teachers: int, batch: int, reps: int, teacher_sample: int | None = None,
@@ -252,34 +270,73 @@ def compare(n_teachers: int, batch: int, reps: int, variants: dict[str, dict],
         the ratios against the baseline (below 1: the variant is faster).
     """
     settings = {"default": make_steps(n_teachers, batch, reps, device=device)}
-    settings.update({name: make_steps(n_teachers, batch, reps, device=device, **kw) for name, kw in variants.items()})
+    settings.update(
+        {
+            name: make_steps(n_teachers, batch, reps, device=device, **kw)
+            for name, kw in variants.items()
+        }
+    )
     m2kd = _interleaved_medians({name: s.m2kd for name, s in settings.items()}, reps)
     teacher = _interleaved_medians({name: s.teacher for name, s in settings.items()}, reps)
     for s in settings.values():
         s.close()
-    return {name: dict(m2kd=m2kd[name], teacher=teacher[name], m2kd_ratio=m2kd[name] / m2kd["default"],
-                       teacher_ratio=teacher[name] / teacher["default"]) for name in settings}
+    return {
+        name: dict(
+            m2kd=m2kd[name],
+            teacher=teacher[name],
+            m2kd_ratio=m2kd[name] / m2kd["default"],
+            teacher_ratio=teacher[name] / teacher["default"],
+        )
+        for name in settings
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m benchmarks.step_cost``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.step_cost", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.step_cost", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--teachers", type=int, nargs="+", default=[1, 3, 9])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--teacher-sample", type=int, default=None,
-                        help="M2KD step distils from this many sampled teachers (the floors keep all T)")
-    parser.add_argument("--teacher-dtype", choices=["bfloat16", "float16"], default=None,
-                        help="compare autocast teachers in this dtype against fp32 ones, in one process")
-    parser.add_argument("--channels-last", choices=CHANNELS_LAST, nargs="+", default=None,
-                        help="compare channels_last teachers (or student and teachers) against the default")
-    parser.add_argument("--student-dtype", choices=["bfloat16", "float16"], default=None,
-                        help="compare an autocast student (mixed_precision) alone and with teachers in that dtype")
-    parser.add_argument("--teacher-batching", choices=["vmap", "streams"], nargs="+", default=None,
-                        help="compare teachers run together (M2KDStrategy(teacher_batching=...)) against the loop")
+    parser.add_argument(
+        "--teacher-sample",
+        type=int,
+        default=None,
+        help="M2KD step distils from this many sampled teachers (the floors keep all T)",
+    )
+    parser.add_argument(
+        "--teacher-dtype",
+        choices=["bfloat16", "float16"],
+        default=None,
+        help="compare autocast teachers in this dtype against fp32 ones, in one process",
+    )
+    parser.add_argument(
+        "--channels-last",
+        choices=CHANNELS_LAST,
+        nargs="+",
+        default=None,
+        help="compare channels_last teachers (or student and teachers) against the default",
+    )
+    parser.add_argument(
+        "--student-dtype",
+        choices=["bfloat16", "float16"],
+        default=None,
+        help="compare an autocast student (mixed_precision) alone and with teachers in that dtype",
+    )
+    parser.add_argument(
+        "--teacher-batching",
+        choices=["vmap", "streams"],
+        nargs="+",
+        default=None,
+        help="compare teachers run together (M2KDStrategy(teacher_batching=...)) against the loop",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (float16 settings need cuda)")
-    parser.add_argument("--teachers-after", action="store_true",
-                        help="compare running the teachers after the student's forward (the old order)")
+    parser.add_argument(
+        "--teachers-after",
+        action="store_true",
+        help="compare running the teachers after the student's forward (the old order)",
+    )
     parser.add_argument("--uncached-teachers", action="store_true",
                         help="compare a nested store that rebuilds its teachers every step")
     args = parser.parse_args(argv)
@@ -290,13 +347,19 @@ def main(argv: list[str] | None = None) -> None:
     sampled = f", teacher_sample={args.teacher_sample}" if args.teacher_sample else ""
     print(f"ResNet-32 (make_icarl_net), batch {args.batch}, {_where(args.device)}, "
           f"median of {args.reps} steps{sampled}\n")
-    print("| teachers T | student step s | teacher forward s | student + T teacher forwards in one step s "
-          "| M2KD step s | M2KD / (student + T x teacher) | M2KD / one-step floor |")
+    print(
+        "| teachers T | student step s | teacher forward s "
+        "| student + T teacher forwards in one step s "
+        "| M2KD step s | M2KD / (student + T x teacher) | M2KD / one-step floor |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.teachers:
         r = measure(n, args.batch, args.reps, args.teacher_sample, args.device)
-        print(f"| {n} | {r['student']:.3f} | {r['teacher']:.3f} | {r['floor']:.3f} | {r['m2kd']:.3f} | "
-              f"{r['ratio']:.2f} | {r['ratio_floor']:.2f} |", flush=True)
+        print(
+            f"| {n} | {r['student']:.3f} | {r['teacher']:.3f} | {r['floor']:.3f} "
+            f"| {r['m2kd']:.3f} | {r['ratio']:.2f} | {r['ratio_floor']:.2f} |",
+            flush=True,
+        )
 
 
 def _where(device: str) -> str:
@@ -314,28 +377,38 @@ def _print_comparison(args: argparse.Namespace) -> None:
     for where in args.channels_last or []:
         variants[f"channels_last {where}"] = dict(channels_last=where)
         if dtype is not None:
-            variants[f"{args.teacher_dtype} + channels_last {where}"] = dict(teacher_dtype=dtype, channels_last=where)
+            variants[f"{args.teacher_dtype} + channels_last {where}"] = dict(
+                teacher_dtype=dtype, channels_last=where
+            )
     if args.student_dtype:
         student = getattr(torch, args.student_dtype)
         variants[f"{args.student_dtype} student"] = dict(student_dtype=student)
-        variants[f"{args.student_dtype} student + teachers"] = dict(student_dtype=student, teacher_dtype=student)
+        variants[f"{args.student_dtype} student + teachers"] = dict(
+            student_dtype=student, teacher_dtype=student
+        )
     if args.teachers_after:
         variants["teachers after the student's forward"] = dict(teachers_first=False)
     if args.uncached_teachers:
-        variants["nested, cache_teachers=False"] = dict(snapshot_mode="nested", cache_teachers=False)
+        variants["nested, cache_teachers=False"] = dict(
+            snapshot_mode="nested", cache_teachers=False
+        )
     for batching in args.teacher_batching or []:
         variants[f"teacher_batching={batching}"] = dict(teacher_batching=batching)
         if dtype is not None:
-            variants[f"{args.teacher_dtype} + teacher_batching={batching}"] = dict(teacher_dtype=dtype,
-                                                                                 teacher_batching=batching)
+            variants[f"{args.teacher_dtype} + teacher_batching={batching}"] = dict(
+                teacher_dtype=dtype, teacher_batching=batching
+            )
     print(f"ResNet-32 (make_icarl_net), batch {args.batch}, {_where(args.device)}, "
           f"median of {args.reps} steps, settings timed in turn in one process\n")
     print("| teachers T | setting | M2KD step s | / default | one teacher forward s | / default |")
     print("|---:|---|---:|---:|---:|---:|")
     for n in args.teachers:
         for name, r in compare(n, args.batch, args.reps, variants, args.device).items():
-            print(f"| {n} | {name} | {r['m2kd']:.3f} | {r['m2kd_ratio']:.2f} | {r['teacher']:.3f} | "
-                  f"{r['teacher_ratio']:.2f} |", flush=True)
+            print(
+                f"| {n} | {name} | {r['m2kd']:.3f} | {r['m2kd_ratio']:.2f} | {r['teacher']:.3f} | "
+                f"{r['teacher_ratio']:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -55,12 +55,18 @@ def simulate(
     for t in range(n_experiences):
         params = dict(model.named_parameters())
         for name, free in store.free_masks().items():  # "training": only free weights move
-            params[name].copy_(torch.where(free, 0.05 * torch.randn_like(params[name]), params[name]))
+            params[name].copy_(
+                torch.where(free, 0.05 * torch.randn_like(params[name]), params[name])
+            )
         for name, tensor in model.state_dict().items():
             if name in store.prunable:
                 continue
             if tensor.is_floating_point():
-                noise = torch.rand_like(tensor) + 0.5 if "running_var" in name else torch.randn_like(tensor)
+                noise = (
+                    torch.rand_like(tensor) + 0.5
+                    if "running_var" in name
+                    else torch.randn_like(tensor)
+                )
                 tensor.copy_(noise)
             else:
                 tensor.add_(391)  # num_batches_tracked
@@ -72,11 +78,14 @@ def simulate(
 
 
 def teachers_exact(
-    store: SnapshotStore, states: list[dict[str, torch.Tensor]], logits: list[torch.Tensor], probe: torch.Tensor
+    store: SnapshotStore,
+    states: list[dict[str, torch.Tensor]],
+    logits: list[torch.Tensor],
+    probe: torch.Tensor,
 ) -> int:
     """How many teachers reproduce their saved model bit for bit (see the module docstring)."""
     exact = 0
-    for k, (saved, expected) in enumerate(zip(states, logits)):
+    for k, (saved, expected) in enumerate(zip(states, logits, strict=True)):
         teacher = store.teacher(k)
         seen = sorted(c for exp in store.classes[: k + 1] for c in exp)
         unseen = [c for c in range(expected.shape[1]) if c not in seen]
@@ -94,7 +103,8 @@ def teachers_exact(
 
 
 def _radix_bits(base: int) -> float:
-    """Bits per digit when packing ``g`` base-``base`` digits into one int64 (``base**g < 2**63``)."""
+    """Bits per digit when packing ``g`` base-``base`` digits into one int64
+    (``base**g < 2**63``)."""
     g = 1
     while base ** (g + 1) < 2**63:
         g += 1
@@ -138,7 +148,9 @@ def main() -> int:
     exact_restored = teachers_exact(restored, states, logits, probe)
 
     small = {n: v for n, v in states[-1].items() if n not in store.prunable}
-    old_total = n_prunable + N_EXPERIENCES * sum(v.numel() * v.element_size() for v in small.values())
+    old_total = n_prunable + N_EXPERIENCES * sum(
+        v.numel() * v.element_size() for v in small.values()
+    )
     packnet = 3 * sum(
         m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
     )
@@ -153,7 +165,10 @@ def main() -> int:
         ("nested: other small state (biases outside BatchNorm and head)", parts["other"]),
         ("**nested total, `store.nbytes()`**", total),
         ("nested, `torch.save(store.state_dict())` file", saved_bytes),
-        ("nested before issue 4 (uint8 owners, whole small state per snapshot; formula)", old_total),
+        (
+            "nested before issue 4 (uint8 owners, whole small state per snapshot; formula)",
+            old_total,
+        ),
         (f"naive copies ({N_EXPERIENCES} x fp32 model)", N_EXPERIENCES * model_bytes),
         ("Avalanche 0.6.0 PackNet (3 bytes per conv/linear weight; formula)", packnet),
     ]

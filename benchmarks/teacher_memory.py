@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 warnings.filterwarnings("ignore", message="no QP solver")
 
@@ -83,34 +83,50 @@ def measure(mode: str, cache: bool, n_teachers: int, batch: int, reps: int) -> d
             store.teacher(k)
         builds.append(time.perf_counter() - start)
     steps.close()
-    return dict(mode=mode, cache=cache, teachers=n_teachers, batch=batch, held_during=held_during,
-                held_after=held_after, teachers_after=teachers_after, rss_before=rss_before, rss_peak=rss_peak,
-                step=statistics.median(times), build_all=statistics.median(builds))
+    return dict(
+        mode=mode,
+        cache=cache,
+        teachers=n_teachers,
+        batch=batch,
+        held_during=held_during,
+        held_after=held_after,
+        teachers_after=teachers_after,
+        rss_before=rss_before,
+        rss_peak=rss_peak,
+        step=statistics.median(times),
+        build_all=statistics.median(builds),
+    )
 
 
 def _in_subprocess(mode: str, cache: bool, args: argparse.Namespace) -> dict[str, Any]:
-    command = [sys.executable, "-m", "benchmarks.teacher_memory", "--child", mode, str(int(cache)),
-               "--teachers", str(args.teachers), "--batch", str(args.batch), "--reps", str(args.reps)]
+    command = [
+        sys.executable, "-m", "benchmarks.teacher_memory", "--child", mode, str(int(cache)),
+        "--teachers", str(args.teachers), "--batch", str(args.batch), "--reps", str(args.reps),
+    ]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m benchmarks.teacher_memory``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.teacher_memory",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--teachers", type=int, default=9)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--modes", nargs="+", choices=["nested", "pruned", "full"], default=["nested", "full"])
+    parser.add_argument(
+        "--modes", nargs="+", choices=["nested", "pruned", "full"], default=["nested", "full"]
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODE", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         mode, cache = args.child[0], bool(int(args.child[1]))
         print(json.dumps(measure(mode, cache, args.teachers, args.batch, args.reps)))
         return
-    print(f"ResNet-32 (make_icarl_net), {args.teachers} teachers, batch {args.batch}, "
-          f"{torch.get_num_threads()} threads, median of {args.reps} steps, one subprocess per row\n")
+    print(
+        f"ResNet-32 (make_icarl_net), {args.teachers} teachers, batch {args.batch}, "
+        f"{torch.get_num_threads()} threads, median of {args.reps} steps, one subprocess per row\n"
+    )
     print("| mode | cache_teachers | teacher bytes held during a step MiB | after a step MiB "
           "| teachers held after a step | peak RSS MiB | RSS before the steps MiB | M2KD step s "
           "| build all teachers s |")
@@ -118,9 +134,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     for mode in args.modes:
         for cache in (True, False):
             r = _in_subprocess(mode, cache, args)
-            print(f"| {mode} | {cache} | {r['held_during'] / MIB:.2f} | {r['held_after'] / MIB:.2f} | "
-                  f"{r['teachers_after']} | {r['rss_peak'] / MIB:.0f} | {r['rss_before'] / MIB:.0f} | {r['step']:.3f} | "
-                  f"{r['build_all']:.3f} |", flush=True)
+            print(
+                f"| {mode} | {cache} | {r['held_during'] / MIB:.2f} | {r['held_after'] / MIB:.2f} "
+                f"| {r['teachers_after']} | {r['rss_peak'] / MIB:.0f} "
+                f"| {r['rss_before'] / MIB:.0f} | {r['step']:.3f} | {r['build_all']:.3f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

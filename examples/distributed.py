@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cuda", action="store_true", help="one GPU per process, NCCL")
     parser.add_argument("--out", help="folder for rank<r>.pt (weights, store, buffer, accuracy)")
-    parser.add_argument("--checkpoint", help="checkpoint file: resumed if present, saved after each experience")
+    parser.add_argument(
+        "--checkpoint", help="checkpoint file: resumed if present, saved after each experience"
+    )
     args = parser.parse_args(argv)
 
     DistributedHelper.init_distributed(random_seed=args.seed, use_cuda=args.cuda)
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> float:
 
     benchmark = split_digits(5, seed=args.seed, flatten=False)
     model = make_model()
-    loggers = [RecordingLogger()] if DistributedHelper.is_main_process else []  # Avalanche: loggers on rank 0 only
+    # Avalanche: loggers on rank 0 only.
+    loggers = [RecordingLogger()] if DistributedHelper.is_main_process else []
     strategy = M2KDStrategy(
         model=model,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> float:
             print(f"experience {exp.current_experience} done ({world} process(es))", flush=True)
 
     accuracy = whole_test_accuracy(strategy.model, benchmark, device)
-    reported = strategy.eval(benchmark.test_stream)  # the evaluator's metrics, as Avalanche reports them
+    # The evaluator's metrics, as Avalanche reports them.
+    reported = strategy.eval(benchmark.test_stream)
     if DistributedHelper.is_main_process:
         print(f"final accuracy on all test classes: {accuracy:.4f}", flush=True)
     if args.out:
@@ -126,7 +130,9 @@ def main(argv: list[str] | None = None) -> float:
                 "store": strategy.snapshots.state_dict(),
                 "buffer": replay.storage_policy.state_dict(),
                 "accuracy": accuracy,
-                "reported": {k: float(v) for k, v in reported.items() if isinstance(v, (int, float))},
+                "reported": {
+                    k: float(v) for k, v in reported.items() if isinstance(v, (int, float))
+                },
                 "logged": loggers[0].logged if loggers else None,
                 "world_size": world,
                 "device": str(device),

@@ -15,17 +15,18 @@ import time
 import warnings
 
 warnings.filterwarnings("ignore", message="no QP solver")  # printed by an Avalanche dependency
-warnings.filterwarnings("ignore", message="No loggers specified")  # this script prints its own table
+# This script prints its own table.
+warnings.filterwarnings("ignore", message="No loggers specified")
 
 import torch  # noqa: E402
 from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics  # noqa: E402
-from avalanche.training import Naive
-from avalanche.training.plugins import EvaluationPlugin
-from torch import nn
+from avalanche.training import Naive  # noqa: E402
+from avalanche.training.plugins import EvaluationPlugin  # noqa: E402
+from torch import nn  # noqa: E402
 
-from avalanche_m2kd import M2KDStrategy
-from avalanche_m2kd.data import split_digits
-from avalanche_m2kd.metrics import experience_accuracies, old_new_accuracy
+from avalanche_m2kd import M2KDStrategy  # noqa: E402
+from avalanche_m2kd.data import split_digits  # noqa: E402
+from avalanche_m2kd.metrics import experience_accuracies, old_new_accuracy  # noqa: E402
 
 
 def make_model() -> nn.Module:
@@ -48,11 +49,17 @@ def run(strategy_name: str, args: argparse.Namespace) -> list[tuple[int, float |
     common = dict(train_mb_size=32, train_epochs=args.epochs, eval_mb_size=256, evaluator=evaluator)
     if strategy_name == "m2kd":
         strategy = M2KDStrategy(
-            model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), mem_size=args.mem_size,
-            snapshot_mode=args.snapshot_mode, **common,
+            model=model,
+            optimizer=optimizer,
+            criterion=nn.CrossEntropyLoss(),
+            mem_size=args.mem_size,
+            snapshot_mode=args.snapshot_mode,
+            **common,
         )
     else:
-        strategy = Naive(model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), **common)
+        strategy = Naive(
+            model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), **common
+        )
     sizes = [len(exp.dataset) for exp in benchmark.test_stream]
     rows = []
     for exp in benchmark.train_stream:
@@ -69,7 +76,10 @@ def run(strategy_name: str, args: argparse.Namespace) -> list[tuple[int, float |
         )
     if strategy_name == "m2kd":
         store = strategy.snapshots
-        print(f"[m2kd ] {len(store)} snapshots in {store.nbytes() / 1024:.1f} KiB beyond the live model")
+        print(
+            f"[m2kd ] {len(store)} snapshots in {store.nbytes() / 1024:.1f} KiB"
+            " beyond the live model"
+        )
     return rows
 
 

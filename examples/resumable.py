@@ -49,8 +49,14 @@ def build(args: argparse.Namespace):
         loggers=[],
     )
     strategy = M2KDStrategy(
-        model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), train_mb_size=32, train_epochs=args.epochs,
-        eval_mb_size=256, evaluator=evaluator, mem_size=args.mem_size,
+        model=model,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(),
+        train_mb_size=32,
+        train_epochs=args.epochs,
+        eval_mb_size=256,
+        evaluator=evaluator,
+        mem_size=args.mem_size,
         snapshot_mode=args.snapshot_mode,
     )
     return benchmark, strategy

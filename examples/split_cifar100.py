@@ -33,8 +33,9 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 warnings.filterwarnings("ignore", message="no QP solver")  # printed by an Avalanche dependency
 
@@ -74,10 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--n-experiences", type=int, default=10,
                       help="experiences, the first included (B0/10: 10; B50 + 5 steps: 6)")
     data.add_argument("--first-exp-classes", type=int, default=None,
-                      help="classes of the first experience (e.g. 50 for B50); default: equal split")
+                      help="classes of the first experience (e.g. 50 for B50); "
+                           "default: equal split")
     data.add_argument("--class-order", choices=sorted(CIFAR100_CLASS_ORDERS), default="pycil")
     data.add_argument("--data-root", default=None,
-                      help="folder holding cifar-100-python/ (default: Avalanche's ~/.avalanche/data/cifar100)")
+                      help="folder holding cifar-100-python/ "
+                           "(default: Avalanche's ~/.avalanche/data/cifar100)")
     data.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                       help="try one download when the files are missing")
     data.add_argument("--max-train-per-class", type=int, default=None,
@@ -91,9 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=5e-4)
     train.add_argument("--lr-milestones", type=int, nargs="*", default=None,
-                       help="epochs where the lr is divided by 1/--lr-gamma (default: 70%% and 90%% of --epochs)")
+                       help="epochs where the lr is divided by 1/--lr-gamma "
+                            "(default: 70%% and 90%% of --epochs)")
     train.add_argument("--lr-gamma", type=float, default=0.1)
-    train.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
+    train.add_argument("--device", default="auto",
+                       help="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
     train.add_argument("--num-workers", type=int, default=4, help="data-loader workers")
     train.add_argument("--seed", type=int, default=1993)
 
@@ -107,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
     log.add_argument("--wandb-project", default="avalanche-m2kd")
     log.add_argument("--log-dir", default=None,
-                     help="write Avalanche's text log (log.txt) and the results (results.json) here")
+                     help="write Avalanche's text log (log.txt) "
+                          "and the results (results.json) here")
     log.add_argument("--quiet", action="store_true", help="no progress bars (InteractiveLogger)")
     return p
 
@@ -136,10 +142,10 @@ def _exemplar_count(strategy) -> int:
 
 
 def main(
-    argv: Optional[Sequence[str]] = None,
+    argv: Sequence[str] | None = None,
     *,
-    train_dataset: Optional[Dataset] = None,
-    test_dataset: Optional[Dataset] = None,
+    train_dataset: Dataset | None = None,
+    test_dataset: Dataset | None = None,
 ) -> dict[str, Any]:
     """Run M2KD over Split CIFAR-100 and return the results.
 
@@ -185,7 +191,9 @@ def main(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
     )
-    milestones = args.lr_milestones if args.lr_milestones is not None else lr_milestones(args.epochs)
+    milestones = (
+        args.lr_milestones if args.lr_milestones is not None else lr_milestones(args.epochs)
+    )
     scheduler = LRSchedulerPlugin(MultiStepLR(optimizer, milestones, gamma=args.lr_gamma))
 
     loggers: list = [] if args.quiet else [InteractiveLogger()]
@@ -194,7 +202,7 @@ def main(
     wandb_logger = None
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        log_file = open(log_dir / "log.txt", "w")
+        log_file = open(log_dir / "log.txt", "w")  # noqa: SIM115 (closed in `finally` below)
         loggers.append(TextLogger(log_file))
     if args.wandb:
         run_name = (
