@@ -52,7 +52,7 @@ Presets (``--preset``; any option given explicitly wins):
 
 ``--ablation --total-memory BYTES ...`` runs M2KD's variants at equal total memory
 (records of kind ``memory``, one row per variant beside the methods).
-"""
+"""  # noqa: E501 (its first line is the CLI description, kept whole)
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 warnings.filterwarnings("ignore", message="no QP solver")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -83,7 +83,8 @@ from avalanche_m2kd.data.fmnist import (  # noqa: E402
 )
 from avalanche_m2kd.metrics import experience_accuracies  # noqa: E402
 from benchmarks.backbones import FEATURE_STAGES, make_backbone  # noqa: E402
-from benchmarks.methods import BYTE_KINDS, METHODS as REGISTRY, Setting, model_bytes, seed_everything  # noqa: E402
+from benchmarks.methods import BYTE_KINDS, Setting, model_bytes, seed_everything  # noqa: E402
+from benchmarks.methods import METHODS as REGISTRY  # noqa: E402
 
 #: Fashion-MNIST: 10 classes of 1x28x28 images (784 bytes each as uint8).
 N_CLASSES, IMAGE_SHAPE = 10, (1, 28, 28)
@@ -128,30 +129,40 @@ ABLATION: dict[str, dict[str, Any]] = {
     "nested, cumulative": dict(snapshot_mode="nested", **_CUM),
     "pruned, cumulative": dict(snapshot_mode="pruned", **_CUM),
     "full, cumulative": dict(snapshot_mode="full", **_CUM),
-    "no distillation (replay + LA)": dict(snapshot_mode="full", mm_weight=0.0, feat_weight=0.0, **_CUM),
+    "no distillation (replay + LA)": dict(
+        snapshot_mode="full", mm_weight=0.0, feat_weight=0.0, **_CUM
+    ),
     "last teacher (LwF + LA)": dict(teachers="last", snapshot_mode="full", feat_weight=0.0, **_CUM),
-    "last teacher, no LA (LwF)": dict(teachers="last", snapshot_mode="full", feat_weight=0.0,
-                                      logit_adjustment=0.0, **_CUM),
+    "last teacher, no LA (LwF)": dict(
+        teachers="last", snapshot_mode="full", feat_weight=0.0, logit_adjustment=0.0, **_CUM
+    ),
     "all teachers, cumulative": dict(snapshot_mode="full", feat_weight=0.0, **_CUM),
     "all teachers, own": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0),
-    "all teachers, own, 2 sampled per batch": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0,
-                                                   teacher_sample=2),
-    "all teachers, own, bf16 teachers": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0,
-                                             teacher_dtype="bfloat16"),
+    "all teachers, own, 2 sampled per batch": dict(
+        snapshot_mode="full", teacher_slice="own", feat_weight=0.0, teacher_sample=2
+    ),
+    "all teachers, own, bf16 teachers": dict(
+        snapshot_mode="full", teacher_slice="own", feat_weight=0.0, teacher_dtype="bfloat16"
+    ),
     "m2kd-full, bf16 student": dict(snapshot_mode="full", mixed_precision="bfloat16"),
     "nested, dense between experiences": dict(restore_released_at="end_of_experience"),
     "m2kd-full, bf16 teachers": dict(snapshot_mode="full", teacher_dtype="bfloat16"),
-    "full, cumulative + stage features": dict(snapshot_mode="full", feature_layers=list(FEATURE_STAGES),
-                                              **_CUM),
-    "full, cumulative + features from all teachers": dict(snapshot_mode="full", feature_teachers="all",
-                                                          **_CUM),
+    "full, cumulative + stage features": dict(
+        snapshot_mode="full", feature_layers=list(FEATURE_STAGES), **_CUM
+    ),
+    "full, cumulative + features from all teachers": dict(
+        snapshot_mode="full", feature_teachers="all", **_CUM
+    ),
     "full, cumulative, no LA": dict(snapshot_mode="full", logit_adjustment=0.0, **_CUM),
-    "full, cumulative, teachers with running BN statistics": dict(snapshot_mode="full", teacher_bn="running",
-                                                                  **_CUM),
+    "full, cumulative, teachers with running BN statistics": dict(
+        snapshot_mode="full", teacher_bn="running", **_CUM
+    ),
 }
 
 
-def runs_for(stream: str, budgets: list[int], methods: tuple[str, ...] = METHODS) -> list[tuple[str, int]]:
+def runs_for(
+    stream: str, budgets: list[int], methods: tuple[str, ...] = METHODS
+) -> list[tuple[str, int]]:
     """The (method, budget) pairs of the headline table for one stream."""
     pairs = []
     for budget in budgets:
@@ -193,18 +204,30 @@ def default_total_memory(cfg: argparse.Namespace) -> list[int]:
 
 
 # --------------------------------------------------------------------------- runs
-def setting_for(cfg: argparse.Namespace, benchmark, loggers: Optional[list] = None) -> Setting:
+def setting_for(cfg: argparse.Namespace, benchmark, loggers: list | None = None) -> Setting:
     """The settings every method shares in one run of ``benchmark``."""
-    classes = tuple(tuple(sorted(int(c) for c in exp.classes_in_this_experience)) for exp in benchmark.train_stream)
-    return Setting(n_classes=benchmark.n_classes, experience_classes=classes,
-                   image_shape=tuple(benchmark.train_stream[0].dataset[0][0].shape), backbone=cfg.backbone,
-                   width=cfg.width, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                   weight_decay=cfg.weight_decay, temperature=cfg.temperature, device=cfg.device,
-                   loggers=tuple(loggers or ()))
+    classes = tuple(
+        tuple(sorted(int(c) for c in exp.classes_in_this_experience))
+        for exp in benchmark.train_stream
+    )
+    return Setting(
+        n_classes=benchmark.n_classes,
+        experience_classes=classes,
+        image_shape=tuple(benchmark.train_stream[0].dataset[0][0].shape),
+        backbone=cfg.backbone,
+        width=cfg.width,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        temperature=cfg.temperature,
+        device=cfg.device,
+        loggers=tuple(loggers or ()),
+    )
 
 
-def _plan(method: str, budget: int, setting: Setting, options: Optional[dict[str, Any]],
-          total_memory: Optional[int]) -> tuple[Optional[int], int]:
+def _plan(method: str, budget: int, setting: Setting, options: dict[str, Any] | None,
+          total_memory: int | None) -> tuple[int | None, int]:
     """(exemplars, predicted fixed bytes) of a run: ``budget`` exemplars, or what
     ``total_memory`` buys (``None``: it does not fit)."""
     fixed = REGISTRY[method].fixed_bytes(setting, options)
@@ -213,7 +236,7 @@ def _plan(method: str, budget: int, setting: Setting, options: Optional[dict[str
     return REGISTRY[method].exemplars_for(total_memory, setting, options), fixed
 
 
-def forgetting(matrix: list[list[Optional[float]]]) -> list[float]:
+def forgetting(matrix: list[list[float | None]]) -> list[float]:
     """Average forgetting after each step: mean over old experiences of best-past minus now.
 
     Example:
@@ -228,8 +251,8 @@ def forgetting(matrix: list[list[Optional[float]]]) -> list[float]:
 
 
 def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Namespace,
-            options: Optional[dict[str, Any]] = None, variant: Optional[str] = None,
-            total_memory: Optional[int] = None) -> dict[str, Any]:
+            options: dict[str, Any] | None = None, variant: str | None = None,
+            total_memory: int | None = None) -> dict[str, Any]:
     """Train ``method`` over ``stream`` and return its record (see the module docstring).
 
     Args:
@@ -249,27 +272,49 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
     seed_everything(seed)
     order_kind = getattr(cfg, "class_order", "fixed")
     order = class_order(order_kind, seed)
-    benchmark = split_fmnist(stream, dataset_root=cfg.root, class_order=order,
-                             max_train_per_class=cfg.train_per_class, max_test_per_class=cfg.test_per_class)
+    benchmark = split_fmnist(
+        stream,
+        dataset_root=cfg.root,
+        class_order=order,
+        max_train_per_class=cfg.train_per_class,
+        max_test_per_class=cfg.test_per_class,
+    )
     setting = setting_for(cfg, benchmark)
     n_exemplars, fixed = _plan(method, budget, setting, options, total_memory)
-    base = dict(method=method, variant=variant or method, options=options or {}, stream=stream, seed=seed,
-                class_order=order_kind, classes=order, total_memory=total_memory, predicted_fixed_bytes=fixed)
+    base = dict(
+        method=method,
+        variant=variant or method,
+        options=options or {},
+        stream=stream,
+        seed=seed,
+        class_order=order_kind,
+        classes=order,
+        total_memory=total_memory,
+        predicted_fixed_bytes=fixed,
+    )
     if n_exemplars is None:
         return dict(base, budget=0, over_budget=True)
     wandb_logger = None
     if getattr(cfg, "wandb", False):
         config = {k: v for k, v in vars(cfg).items() if k != "func"}
-        config.update(method=method, variant=variant or method, budget=n_exemplars, stream=stream, seed=seed,
-                      class_order=order_kind, classes=order, total_memory=total_memory,
-                      options={k: v for k, v in (options or {}).items() if k != "plugins"})
+        config.update(
+            method=method,
+            variant=variant or method,
+            budget=n_exemplars,
+            stream=stream,
+            seed=seed,
+            class_order=order_kind,
+            classes=order,
+            total_memory=total_memory,
+            options={k: v for k, v in (options or {}).items() if k != "plugins"},
+        )
         wandb_logger = WandBLogger(project_name=cfg.wandb_project, config=config, dir=cfg.out,
                                    run_name=f"{variant or method}-{stream}-b{n_exemplars}-s{seed}")
         setting = setting_for(cfg, benchmark, loggers=[wandb_logger])
     seed_everything(seed)  # again: nothing before the strategy (a W&B run id) may shift its draws
     strategy = REGISTRY[method].build(n_exemplars, setting, options)
     sizes = [len(e.dataset) for e in benchmark.test_stream]
-    matrix: list[list[Optional[float]]] = []
+    matrix: list[list[float | None]] = []
     start = time.perf_counter()
     train_time = 0.0
     for exp in benchmark.train_stream:
@@ -279,8 +324,12 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         train_time += time.perf_counter() - t0
         accs = experience_accuracies(strategy.eval(benchmark.test_stream[: t + 1], num_workers=0))
         matrix.append([accs[j] if j <= t else None for j in range(len(sizes))])
-        print(f"  [{method}/{n_exemplars}/{stream}/s{seed}{'/' + variant if variant else ''}] step {t + 1}: "
-              f"{[round(accs[j], 3) for j in range(t + 1)]}", flush=True)
+        print(
+            f"  [{method}/{n_exemplars}/{stream}/s{seed}{'/' + variant if variant else ''}] step "
+            f"{t + 1}: "
+            f"{[round(accs[j], 3) for j in range(t + 1)]}",
+            flush=True,
+        )
     acc, old, new = [], [], []
     for t, row in enumerate(matrix):
         seen = sum(sizes[: t + 1])
@@ -290,14 +339,26 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         new.append(row[t])
     stored = REGISTRY[method].stored_bytes(strategy, setting)
     record = dict(
-        base, budget=n_exemplars, accuracy=acc, old_accuracy=old, new_accuracy=new, forgetting=forgetting(matrix),
-        matrix=matrix, average_incremental_accuracy=sum(acc) / len(acc), final_accuracy=acc[-1],
-        final_old_accuracy=old[-1], wall_time_s=time.perf_counter() - start, train_time_s=train_time,
-        stored_bytes=stored, stored_total=sum(stored.values()),
-        snapshot_bytes=stored["models"] + stored["snapshots"], exemplar_bytes=stored["exemplars"],
+        base,
+        budget=n_exemplars,
+        accuracy=acc,
+        old_accuracy=old,
+        new_accuracy=new,
+        forgetting=forgetting(matrix),
+        matrix=matrix,
+        average_incremental_accuracy=sum(acc) / len(acc),
+        final_accuracy=acc[-1],
+        final_old_accuracy=old[-1],
+        wall_time_s=time.perf_counter() - start,
+        train_time_s=train_time,
+        stored_bytes=stored,
+        stored_total=sum(stored.values()),
+        snapshot_bytes=stored["models"] + stored["snapshots"],
+        exemplar_bytes=stored["exemplars"],
         model_bytes=model_bytes(strategy.model),
         config={k: v for k, v in vars(cfg).items() if k not in ("func",)},
-        torch=torch.__version__, threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
     )
     if wandb_logger is not None:
         _log_to_wandb(wandb_logger, record)
@@ -308,8 +369,14 @@ def _log_to_wandb(logger: WandBLogger, record: dict[str, Any]) -> None:
     """Per-step accuracies, the accuracy matrix and the summary of ``record``, then close."""
     import wandb
 
-    for t, (acc, old, new) in enumerate(zip(record["accuracy"], record["old_accuracy"], record["new_accuracy"])):
-        row = {"step": t + 1, "accuracy": acc, "new_accuracy": new, "forgetting": record["forgetting"][t]}
+    steps = zip(record["accuracy"], record["old_accuracy"], record["new_accuracy"], strict=False)
+    for t, (acc, old, new) in enumerate(steps):
+        row = {
+            "step": t + 1,
+            "accuracy": acc,
+            "new_accuracy": new,
+            "forgetting": record["forgetting"][t],
+        }
         if old is not None:
             row["old_accuracy"] = old
         logger.run.log(row)
@@ -339,9 +406,9 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _jobs(cfg: argparse.Namespace) -> list[tuple[str, str, Optional[dict], int, str, int]]:
+def _jobs(cfg: argparse.Namespace) -> list[tuple[str, str, dict | None, int, str, int]]:
     """Every (kind, method or variant, options, budget or total memory, stream, seed) of ``cfg``."""
-    jobs: list[tuple[str, str, Optional[dict], int, str, int]] = []
+    jobs: list[tuple[str, str, dict | None, int, str, int]] = []
     for seed in cfg.seeds:
         for stream in cfg.streams:
             if cfg.ablation:
@@ -349,13 +416,20 @@ def _jobs(cfg: argparse.Namespace) -> list[tuple[str, str, Optional[dict], int, 
                     if cfg.variants and name not in cfg.variants:
                         continue
                     if cfg.total_memory is not None:
-                        jobs.extend(("memory", name, options, total, stream, seed) for total in cfg.total_memory)
+                        jobs.extend(
+                            ("memory", name, options, total, stream, seed)
+                            for total in cfg.total_memory
+                        )
                     else:
-                        jobs.extend(("ablation", name, options, b, stream, seed) for b in cfg.ablation_budgets)
+                        jobs.extend(
+                            ("ablation", name, options, b, stream, seed)
+                            for b in cfg.ablation_budgets
+                        )
             elif cfg.total_memory is not None:
                 for total in cfg.total_memory:
                     for method in cfg.methods:
-                        if REGISTRY[method].exemplars != "never":  # naive stores nothing: see its budget-0 row
+                        # naive stores nothing: see its budget-0 row
+                        if REGISTRY[method].exemplars != "never":
                             jobs.append(("memory", method, None, total, stream, seed))
             else:
                 for method, budget in runs_for(stream, cfg.budgets, tuple(cfg.methods)):
@@ -364,7 +438,8 @@ def _jobs(cfg: argparse.Namespace) -> list[tuple[str, str, Optional[dict], int, 
 
 
 def cmd_run(cfg: argparse.Namespace) -> None:
-    """Run every missing (method or variant, budget or total memory, stream, seed) and write its record."""
+    """Run every missing (method or variant, budget or total memory, stream, seed) and write
+    its record."""
     out = Path(cfg.out)
     jobs = _jobs(cfg)
     start = time.perf_counter()
@@ -375,18 +450,32 @@ def cmd_run(cfg: argparse.Namespace) -> None:
         variant = name if options is not None else None  # an ablation variant of M2KD
         method = name if variant is None else "m2kd"
         size = f"total_memory={budget}" if kind == "memory" else f"budget={budget}"
-        print(f"[{i + 1}/{len(jobs)}] {kind} {name} {size} stream={stream} seed={seed} order={cfg.class_order} "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        print(
+            f"[{i + 1}/{len(jobs)}] {kind} {name} {size} stream={stream} seed={seed} "
+            f"order={cfg.class_order} "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
         total = budget if kind == "memory" else None
-        record = run_one(method, budget, stream, seed, cfg, options, variant=variant, total_memory=total)
+        record = run_one(
+            method, budget, stream, seed, cfg, options, variant=variant, total_memory=total
+        )
         record["kind"] = kind
         _write_atomic(path, json.dumps(record, indent=1))
         if record.get("over_budget"):
-            print(f"    over budget: it stores {record['predicted_fixed_bytes']} bytes besides exemplars", flush=True)
+            print(
+                f"    over budget: it stores {record['predicted_fixed_bytes']} bytes besides "
+                "exemplars",
+                flush=True,
+            )
             continue
-        print(f"    {record['budget']} exemplars, stored {record['stored_total']} bytes; final "
-              f"{record['final_accuracy']:.4f}, avg inc {record['average_incremental_accuracy']:.4f}, "
-              f"{record['wall_time_s']:.1f} s", flush=True)
+        print(
+            f"    {record['budget']} exemplars, stored {record['stored_total']} bytes; final "
+            f"{record['final_accuracy']:.4f}, avg inc "
+            f"{record['average_incremental_accuracy']:.4f}, "
+            f"{record['wall_time_s']:.1f} s",
+            flush=True,
+        )
     print(f"done: {len(jobs)} runs in {out / 'runs'} ({time.perf_counter() - start:.0f} s)")
 
 
@@ -413,7 +502,9 @@ def _with_defaults(record: dict[str, Any]) -> dict[str, Any]:
 
 def load_records(out: Path) -> list[dict[str, Any]]:
     """Every run record under ``out/runs`` (older records completed by :func:`_with_defaults`)."""
-    return [_with_defaults(json.loads(p.read_text())) for p in sorted((out / "runs").rglob("*.json"))]
+    return [
+        _with_defaults(json.loads(p.read_text())) for p in sorted((out / "runs").rglob("*.json"))
+    ]
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -423,30 +514,51 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in map(_with_defaults, records):
         if r.get("over_budget"):
             continue
-        key = (r["kind"], r["class_order"], r["stream"], r["total_memory"], r["budget"], r["variant"])
+        key = (
+            r["kind"], r["class_order"], r["stream"], r["total_memory"], r["budget"], r["variant"],
+        )
         groups.setdefault(key, []).append(r)
     rows = []
     for (kind, order, stream, total, budget, variant), rs in groups.items():
-        rows.append(dict(
-            kind=kind, class_order=order, stream=stream, total_memory=total, budget=budget, variant=variant,
-            seeds=sorted(r["seed"] for r in rs),
-            average_incremental_accuracy=[r["average_incremental_accuracy"] for r in rs],
-            final_accuracy=[r["final_accuracy"] for r in rs],
-            final_old_accuracy=[r["final_old_accuracy"] for r in rs],
-            final_new_accuracy=[r["new_accuracy"][-1] for r in rs],
-            final_forgetting=[r["forgetting"][-1] for r in rs],
-            accuracy_per_step=[statistics.mean(v) for v in zip(*(r["accuracy"] for r in rs))],
-            old_accuracy_per_step=[None if v[0] is None else statistics.mean(v)
-                                   for v in zip(*(r["old_accuracy"] for r in rs))],
-            new_accuracy_per_step=[statistics.mean(v) for v in zip(*(r["new_accuracy"] for r in rs))],
-            wall_time_s=statistics.mean(r["wall_time_s"] for r in rs),
-            snapshot_bytes=rs[0]["snapshot_bytes"], exemplar_bytes=rs[0]["exemplar_bytes"],
-            stored_bytes=rs[0]["stored_bytes"], stored_total=max(r["stored_total"] for r in rs),
-            model_bytes=rs[0]["model_bytes"],
-        ))
+        rows.append(
+            dict(
+                kind=kind,
+                class_order=order,
+                stream=stream,
+                total_memory=total,
+                budget=budget,
+                variant=variant,
+                seeds=sorted(r["seed"] for r in rs),
+                average_incremental_accuracy=[r["average_incremental_accuracy"] for r in rs],
+                final_accuracy=[r["final_accuracy"] for r in rs],
+                final_old_accuracy=[r["final_old_accuracy"] for r in rs],
+                final_new_accuracy=[r["new_accuracy"][-1] for r in rs],
+                final_forgetting=[r["forgetting"][-1] for r in rs],
+                accuracy_per_step=[
+                    statistics.mean(v) for v in zip(*(r["accuracy"] for r in rs), strict=False)
+                ],
+                old_accuracy_per_step=[
+                    None if v[0] is None else statistics.mean(v)
+                    for v in zip(*(r["old_accuracy"] for r in rs), strict=False)
+                ],
+                new_accuracy_per_step=[
+                    statistics.mean(v) for v in zip(*(r["new_accuracy"] for r in rs), strict=False)
+                ],
+                wall_time_s=statistics.mean(r["wall_time_s"] for r in rs),
+                snapshot_bytes=rs[0]["snapshot_bytes"],
+                exemplar_bytes=rs[0]["exemplar_bytes"],
+                stored_bytes=rs[0]["stored_bytes"],
+                stored_total=max(r["stored_total"] for r in rs),
+                model_bytes=rs[0]["model_bytes"],
+            )
+        )
     order = {m: i for i, m in enumerate(METHODS)}
-    rows.sort(key=lambda r: (r["kind"], r["class_order"], r["stream"], r["total_memory"] or 0, r["budget"],
-                             order.get(r["variant"], 99), r["variant"]))
+    rows.sort(
+        key=lambda r: (
+            r["kind"], r["class_order"], r["stream"], r["total_memory"] or 0, r["budget"],
+            order.get(r["variant"], 99), r["variant"],
+        )
+    )
     return rows
 
 
@@ -455,7 +567,7 @@ def _other_bytes(row: dict[str, Any]) -> int:
     return sum(row["stored_bytes"][k] for k in ("validation", "logits", "other"))
 
 
-def markdown(rows: list[dict[str, Any]], records: Optional[list[dict[str, Any]]] = None) -> str:
+def markdown(rows: list[dict[str, Any]], records: list[dict[str, Any]] | None = None) -> str:
     """The Markdown tables of :func:`summarize`'s rows: one per (kind, class order,
     stream), old/new-class accuracy per step for the headline, and the total-memory
     tables (:func:`memory_markdown`) when there are ``kind="memory"`` runs."""
@@ -464,29 +576,47 @@ def markdown(rows: list[dict[str, Any]], records: Optional[list[dict[str, Any]]]
     for r in rows:
         if (r["kind"], r["class_order"], r["stream"]) != current:
             current = (r["kind"], r["class_order"], r["stream"])
-            lines += ["", f"**{r['kind']}, stream {r['stream']}, {r['class_order']} class order** "
-                      "(mean ± std over the seeds run)", "",
-                      "| method | budget | seeds | avg. incr. acc. | final acc. | final old | final new | "
-                      "forgetting | wall s | snapshots KiB | exemplars KiB | other KiB | stored KiB |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"**{r['kind']}, stream {r['stream']}, {r['class_order']} class order** "
+                "(mean ± std over the seeds run)",
+                "",
+                "| method | budget | seeds | avg. incr. acc. | final acc. | final old | final new "
+                "| "
+                "forgetting | wall s | snapshots KiB | exemplars KiB | other KiB | stored KiB |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
         lines.append(
-            f"| {r['variant']} | {r['budget']} | {len(r['seeds'])} | {_mean_std(r['average_incremental_accuracy'])} | "
+            f"| {r['variant']} | {r['budget']} | {len(r['seeds'])} | "
+            f"{_mean_std(r['average_incremental_accuracy'])} | "
             f"{_mean_std(r['final_accuracy'])} | {_mean_std(r['final_old_accuracy'])} | "
             f"{_mean_std(r['final_new_accuracy'])} | {_mean_std(r['final_forgetting'])} | "
-            f"{r['wall_time_s']:.0f} | {r['snapshot_bytes'] / 1024:.0f} | {r['exemplar_bytes'] / 1024:.0f} | "
+            f"{r['wall_time_s']:.0f} | {r['snapshot_bytes'] / 1024:.0f} | "
+            f"{r['exemplar_bytes'] / 1024:.0f} | "
             f"{_other_bytes(r) / 1024:.0f} | {r['stored_total'] / 1024:.0f} |"
         )
     head = [r for r in rows if r["kind"] == "headline"]
-    for order, stream, budget in sorted({(r["class_order"], r["stream"], r["budget"]) for r in head}):
-        group = [r for r in head if (r["class_order"], r["stream"], r["budget"]) == (order, stream, budget)]
+    keys = sorted({(r["class_order"], r["stream"], r["budget"]) for r in head})
+    for order, stream, budget in keys:
+        group = [
+            r
+            for r in head
+            if (r["class_order"], r["stream"], r["budget"]) == (order, stream, budget)
+        ]
         steps = len(group[0]["new_accuracy_per_step"])
-        lines += ["", f"**headline, stream {stream}, {order} class order, {budget} exemplars: old / new-class "
-                  "accuracy after each step** (mean over the seeds run)", "",
-                  "| method | " + " | ".join(f"step {t + 1}" for t in range(steps)) + " |",
-                  "|---|" + "---|" * steps]
+        lines += [
+            "",
+            f"**headline, stream {stream}, {order} class order, {budget} exemplars: old / "
+            "new-class "
+            "accuracy after each step** (mean over the seeds run)",
+            "",
+            "| method | " + " | ".join(f"step {t + 1}" for t in range(steps)) + " |",
+            "|---|" + "---|" * steps,
+        ]
         for r in group:
             cells = [f"{'–' if o is None else f'{o:.2f}'} / {n:.2f}"
-                     for o, n in zip(r["old_accuracy_per_step"], r["new_accuracy_per_step"])]
+                     for o, n in zip(r["old_accuracy_per_step"], r["new_accuracy_per_step"],
+                                     strict=False)]
             lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
     memory = memory_markdown(rows, records or [])
     return "\n".join(lines).strip() + "\n" + (("\n" + memory) if memory else "")
@@ -497,31 +627,56 @@ def memory_markdown(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -
     method, a column per total memory, cells ``final / avg. incr. (exemplars bought)``;
     ``over budget`` where the method's fixed bytes exceed the total."""
     memory = [r for r in rows if r["kind"] == "memory"]
-    over = {(r["class_order"], r["stream"], r["total_memory"], r["variant"]): r["predicted_fixed_bytes"]
-            for r in map(_with_defaults, records) if r.get("over_budget")}
+    over = {
+        (r["class_order"], r["stream"], r["total_memory"], r["variant"]): r["predicted_fixed_bytes"]
+        for r in map(_with_defaults, records)
+        if r.get("over_budget")
+    }
     keys = {(r["class_order"], r["stream"]) for r in memory} | {k[:2] for k in over}
     lines: list[str] = []
     order = {m: i for i, m in enumerate(METHODS)}
     for class_order_, stream in sorted(keys):
-        totals = sorted({r["total_memory"] for r in memory if (r["class_order"], r["stream"]) == (class_order_, stream)}
-                        | {k[2] for k in over if k[:2] == (class_order_, stream)})
-        methods = sorted({r["variant"] for r in memory if (r["class_order"], r["stream"]) == (class_order_, stream)}
-                         | {k[3] for k in over if k[:2] == (class_order_, stream)}, key=lambda m: order.get(m, 99))
+        totals = sorted(
+            {
+                r["total_memory"]
+                for r in memory
+                if (r["class_order"], r["stream"]) == (class_order_, stream)
+            }
+            | {k[2] for k in over if k[:2] == (class_order_, stream)}
+        )
+        methods = sorted(
+            {
+                r["variant"]
+                for r in memory
+                if (r["class_order"], r["stream"]) == (class_order_, stream)
+            }
+            | {k[3] for k in over if k[:2] == (class_order_, stream)},
+            key=lambda m: order.get(m, 99),
+        )
         cell = {(r["total_memory"], r["variant"]): r for r in memory
                 if (r["class_order"], r["stream"]) == (class_order_, stream)}
-        lines += ["", f"**equal total memory, stream {stream}, {class_order_} class order: final / average "
-                  "incremental accuracy (exemplars bought)** (mean ± std over the seeds run)", "",
-                  "| method | " + " | ".join(f"{t / 1024:.0f} KiB" for t in totals) + " |",
-                  "|---|" + "---|" * len(totals)]
+        lines += [
+            "",
+            f"**equal total memory, stream {stream}, {class_order_} class order: final / average "
+            "incremental accuracy (exemplars bought)** (mean ± std over the seeds run)",
+            "",
+            "| method | " + " | ".join(f"{t / 1024:.0f} KiB" for t in totals) + " |",
+            "|---|" + "---|" * len(totals),
+        ]
         for m in methods:
             cells = []
             for t in totals:
                 r = cell.get((t, m))
                 if r is not None:
-                    cells.append(f"{_mean_std(r['final_accuracy'])} / {_mean_std(r['average_incremental_accuracy'])}"
-                                 f" ({r['budget']})")
+                    cells.append(
+                        f"{_mean_std(r['final_accuracy'])} / "
+                        f"{_mean_std(r['average_incremental_accuracy'])}"
+                        f" ({r['budget']})"
+                    )
                 elif (class_order_, stream, t, m) in over:
-                    cells.append(f"over budget ({over[(class_order_, stream, t, m)] / 1024:.0f} KiB fixed)")
+                    cells.append(
+                        f"over budget ({over[(class_order_, stream, t, m)] / 1024:.0f} KiB fixed)"
+                    )
                 else:
                     cells.append("–")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
@@ -545,16 +700,21 @@ def plot(records: list[dict[str, Any]], rows: list[dict[str, Any]], path: Path) 
     import matplotlib.pyplot as plt
 
     rows = [r for r in rows if r["kind"] != "memory"]
-    records = [r for r in map(_with_defaults, records) if r["kind"] != "memory" and not r.get("over_budget")]
+    records = [
+        r
+        for r in map(_with_defaults, records)
+        if r["kind"] != "memory" and not r.get("over_budget")
+    ]
     head = [r for r in rows if r["kind"] == "headline"] or rows
     panels = sorted({(r["class_order"], r["stream"], r["budget"]) for r in head})
     m2kd = [r for r in records if r["method"] == "m2kd" and r["kind"] == "headline"] or \
         [r for r in records if r["method"] == "m2kd"]
     n = len(panels) + (1 if m2kd else 0)
     cols = min(n, 4)
-    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.2 * cols, 3.4 * math.ceil(n / cols)),
-                             squeeze=False)
-    for ax, (order, stream, budget) in zip(axes.flat, panels):
+    fig, axes = plt.subplots(
+        math.ceil(n / cols), cols, figsize=(4.2 * cols, 3.4 * math.ceil(n / cols)), squeeze=False
+    )
+    for ax, (order, stream, budget) in zip(axes.flat, panels, strict=False):
         for r in head:
             if (r["class_order"], r["stream"], r["budget"]) == (order, stream, budget):
                 steps = range(1, len(r["accuracy_per_step"]) + 1)
@@ -591,18 +751,33 @@ def plot_memory(rows: list[dict[str, Any]], path: Path) -> None:
 
     memory = [r for r in rows if r["kind"] == "memory"]
     panels = sorted({(r["class_order"], r["stream"]) for r in memory})
-    metrics = (("final_accuracy", "final accuracy"), ("average_incremental_accuracy", "avg. incremental accuracy"))
+    metrics = (
+        ("final_accuracy", "final accuracy"),
+        ("average_incremental_accuracy", "avg. incremental accuracy"),
+    )
     fig, axes = plt.subplots(len(panels), 2, figsize=(9.5, 3.6 * len(panels)), squeeze=False)
-    for (order, stream), pair in zip(panels, axes):
+    for (order, stream), pair in zip(panels, axes, strict=False):
         group = [r for r in memory if (r["class_order"], r["stream"]) == (order, stream)]
-        for ax, (key, label) in zip(pair, metrics):
-            for m in sorted({r["variant"] for r in group}, key=lambda v: (METHODS.index(v) if v in METHODS else 99, v)):
-                line = sorted((r for r in group if r["variant"] == m), key=lambda r: r["total_memory"])
+        for ax, (key, label) in zip(pair, metrics, strict=False):
+            variants = sorted(
+                {r["variant"] for r in group},
+                key=lambda v: (METHODS.index(v) if v in METHODS else 99, v),
+            )
+            for m in variants:
+                line = sorted(
+                    (r for r in group if r["variant"] == m), key=lambda r: r["total_memory"]
+                )
                 x = [r["total_memory"] / 1024 for r in line]
                 y = [statistics.mean(r[key]) for r in line]
                 err = [statistics.stdev(r[key]) if len(r[key]) > 1 else 0.0 for r in line]
-                ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label=m, **_method_style(m))
-            ax.set(title=f"{stream}, {order} class order: {label}", xlabel="total memory (KiB)", ylabel=label)
+                ax.errorbar(
+                    x, y, yerr=err, marker="o", ms=4, capsize=2, label=m, **_method_style(m)
+                )
+            ax.set(
+                title=f"{stream}, {order} class order: {label}",
+                xlabel="total memory (KiB)",
+                ylabel=label,
+            )
             ax.title.set_fontsize(9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
@@ -618,7 +793,10 @@ def cmd_report(cfg: argparse.Namespace) -> None:
     out = Path(cfg.out)
     records = load_records(out)
     if not records:
-        raise SystemExit(f"error: no run records under {out / 'runs'}; run `python -m benchmarks.compare run` first")
+        raise SystemExit(
+            f"error: no run records under {out / 'runs'}; run `python -m benchmarks.compare run` "
+            "first"
+        )
     rows = summarize(records)
     text = markdown(rows, records)
     (out / "results.md").write_text(text)
@@ -647,7 +825,9 @@ def cmd_prepare(cfg: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.compare", description=__doc__.splitlines()[0]
+    )
     sub = p.add_subparsers(dest="command", required=True)
     prep = sub.add_parser("prepare", help="unpack Fashion-MNIST's idx files for SplitFMNIST")
     prep.add_argument("--root", default="data")
@@ -669,11 +849,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--class-order", choices=CLASS_ORDERS,
                      help="fixed (default; the memory preset: permuted): 0..9; permuted: "
                           "numpy.random.RandomState(seed).permutation(10) per seed")
-    run.add_argument("--total-memory", type=int, nargs="*", metavar="BYTES",
-                     help="equal total memory per method (or, with --ablation, per M2KD variant) instead "
-                          "of --budgets; alone: the bytes of "
-                          f"{', '.join(map(str, DEFAULT_MEMORY_EXEMPLARS))} exemplars plus one fp32 model "
-                          "(the memory preset: 200, 500, 1000)")
+    run.add_argument(
+        "--total-memory",
+        type=int,
+        nargs="*",
+        metavar="BYTES",
+        help="equal total memory per method (or, with --ablation, per M2KD variant) instead "
+        "of --budgets; alone: the bytes of "
+        f"{', '.join(map(str, DEFAULT_MEMORY_EXEMPLARS))} exemplars plus one fp32 model "
+        "(the memory preset: 200, 500, 1000)",
+    )
     run.add_argument("--backbone", choices=["cnn", "resnet20", "resnet32"])
     run.add_argument("--width", type=int, default=32, help="CNN width")
     run.add_argument("--train-per-class", type=int)
@@ -695,7 +880,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``argv``, filling options left unset from the preset."""
     cfg = build_parser().parse_args(argv)
     if cfg.command == "run":
@@ -712,7 +897,7 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return cfg
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m benchmarks.compare``."""
     cfg = parse(argv)
     warnings.simplefilter("ignore")  # Avalanche re-adds some filters: progress is on stdout

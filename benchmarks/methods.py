@@ -18,8 +18,9 @@ A model is its parameters and buffers in their own dtypes (fp32 weights).
 
 Every name Avalanche 0.6.0 keeps private and this harness relies on (``_ICaRLPlugin``,
 ``ICaRLLossPlugin.old_model``, the module-level ``MultiStepLR`` of
-``avalanche.training.plugins.bic`` and ``BiCPlugin.cross_entropy``, DER's ``storage_policy`` with its ``logits``
-attribute) is used in this module only; ``tests/benchmarks/test_methods.py`` pins them.
+``avalanche.training.plugins.bic`` and ``BiCPlugin.cross_entropy``, DER's ``storage_policy``
+with its ``logits`` attribute) is used in this module only; ``tests/benchmarks/test_methods.py``
+pins them.
 
 Example:
     >>> setting = Setting(n_classes=10, experience_classes=((0, 1), (2, 3)))
@@ -35,8 +36,9 @@ import contextlib
 import inspect
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Iterator, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -76,8 +78,10 @@ def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, NumPy's global generator and torch (CPU and CUDA).
 
     Example:
-        >>> seed_everything(3); a = (random.random(), float(np.random.rand()), float(torch.rand(1)))
-        >>> seed_everything(3); a == (random.random(), float(np.random.rand()), float(torch.rand(1)))
+        >>> seed_everything(3)
+        >>> a = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+        >>> seed_everything(3)
+        >>> a == (random.random(), float(np.random.rand()), float(torch.rand(1)))
         True
     """
     random.seed(seed)
@@ -85,7 +89,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def model_bytes(module: Optional[nn.Module]) -> int:
+def model_bytes(module: nn.Module | None) -> int:
     """Bytes of a module's parameters and buffers (``None``: 0)."""
     if module is None:
         return 0
@@ -145,16 +149,26 @@ class Setting:
         experience's classes, a fixed ``nn.Linear`` over all classes, or ``"final"``:
         the incremental head already grown to all classes (the size it ends at)."""
         initial = self.n_classes if head == "final" else len(self.experience_classes[0])
-        return make_backbone(self.backbone, in_channels=self.image_shape[0], n_classes=self.n_classes,
-                             initial_classes=initial, width=self.width, incremental_head=head != "fixed")
+        return make_backbone(
+            self.backbone,
+            in_channels=self.image_shape[0],
+            n_classes=self.n_classes,
+            initial_classes=initial,
+            width=self.width,
+            incremental_head=head != "fixed",
+        )
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """The shared SGD optimiser over ``model``'s parameters."""
-        return torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=self.lr, momentum=0.9, weight_decay=self.weight_decay
+        )
 
     def template_args(self) -> dict[str, Any]:
         """Keyword arguments of every Avalanche strategy (a fresh evaluator each call)."""
-        evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=list(self.loggers))
+        evaluator = EvaluationPlugin(
+            accuracy_metrics(experience=True, stream=True), loggers=list(self.loggers)
+        )
         return dict(train_mb_size=self.batch_size, train_epochs=self.epochs, eval_mb_size=256,
                     device=self.device, evaluator=evaluator)
 
@@ -207,7 +221,7 @@ class Method:
     def __repr__(self) -> str:  # noqa: D105
         return f"{type(self).__name__}({self.name!r}, **{self.defaults!r})"
 
-    def params(self, options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    def params(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
         """The defaults with ``options`` over them (unknown names are refused).
 
         Raises:
@@ -215,10 +229,13 @@ class Method:
         """
         unknown = sorted(set(options or {}) - set(self.defaults))
         if unknown:
-            raise ValueError(f"Method {self.name!r} has no option {unknown}; expected some of {sorted(self.defaults)}")
+            raise ValueError(
+                f"Method {self.name!r} has no option {unknown}; expected some of "
+                f"{sorted(self.defaults)}"
+            )
         return {**self.defaults, **(options or {})}
 
-    def build(self, n_exemplars: int, setting: Setting, options: Optional[dict[str, Any]] = None):
+    def build(self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None):
         """The Avalanche strategy with memory for ``n_exemplars`` exemplars."""
         raise NotImplementedError
 
@@ -226,20 +243,22 @@ class Method:
         """Bytes the trained ``strategy`` holds besides the live model, by kind."""
         return dict.fromkeys(BYTE_KINDS, 0)
 
-    def fixed_bytes(self, setting: Setting, options: Optional[dict[str, Any]] = None) -> int:
+    def fixed_bytes(self, setting: Setting, options: dict[str, Any] | None = None) -> int:
         """Bytes it will hold at the end of the stream besides exemplars (known before training)."""
         return 0
 
-    def exemplar_bytes(self, n_exemplars: int, setting: Setting, options: Optional[dict[str, Any]] = None) -> int:
+    def exemplar_bytes(
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> int:
         """Bytes that a memory of ``n_exemplars`` costs it at most, at any step."""
         return n_exemplars * setting.image_bytes
 
-    def min_exemplars(self, options: Optional[dict[str, Any]] = None) -> int:
+    def min_exemplars(self, options: dict[str, Any] | None = None) -> int:
         """The smallest memory it runs with (0 unless :attr:`exemplars` is ``"required"``)."""
         return 1 if self.exemplars == "required" else 0
 
     def exemplars_for(self, total_bytes: int, setting: Setting,
-                      options: Optional[dict[str, Any]] = None) -> Optional[int]:
+                      options: dict[str, Any] | None = None) -> int | None:
         """The most exemplars a total of ``total_bytes`` buys, after :meth:`fixed_bytes`.
 
         Returns:
@@ -290,8 +309,12 @@ class NaiveMethod(Method):
 
     def build(self, n_exemplars, setting, options=None):  # noqa: D102
         model = setting.model()
-        return _Naive(model=model, optimizer=setting.optimizer(model), criterion=nn.CrossEntropyLoss(),
-                      **setting.template_args())
+        return _Naive(
+            model=model,
+            optimizer=setting.optimizer(model),
+            criterion=nn.CrossEntropyLoss(),
+            **setting.template_args(),
+        )
 
 
 class ReplayMethod(Method):
@@ -309,8 +332,13 @@ class ReplayMethod(Method):
 
     def build(self, n_exemplars, setting, options=None):  # noqa: D102
         p, model = self.params(options), setting.model()
-        return _Naive(model=model, optimizer=setting.optimizer(model), criterion=_criterion(p["logit_adjusted"]),
-                      plugins=_replay_plugins(n_exemplars), **setting.template_args())
+        return _Naive(
+            model=model,
+            optimizer=setting.optimizer(model),
+            criterion=_criterion(p["logit_adjusted"]),
+            plugins=_replay_plugins(n_exemplars),
+            **setting.template_args(),
+        )
 
     def stored_bytes(self, strategy, setting):  # noqa: D102
         return self._counts(exemplars=_replay_exemplars(strategy) * setting.image_bytes)
@@ -332,8 +360,15 @@ class LwFMethod(Method):
     def build(self, n_exemplars, setting, options=None):  # noqa: D102
         p, model = self.params(options), setting.model()
         t = setting.temperature
-        return _LwF(model=model, optimizer=setting.optimizer(model), criterion=_criterion(p["logit_adjusted"]),
-                    alpha=t**2, temperature=t, plugins=_replay_plugins(n_exemplars), **setting.template_args())
+        return _LwF(
+            model=model,
+            optimizer=setting.optimizer(model),
+            criterion=_criterion(p["logit_adjusted"]),
+            alpha=t**2,
+            temperature=t,
+            plugins=_replay_plugins(n_exemplars),
+            **setting.template_args(),
+        )
 
     def stored_bytes(self, strategy, setting):  # noqa: D102
         previous = _plugin(strategy, LwFPlugin).lwf.prev_model
@@ -364,19 +399,29 @@ class ICaRLMethod(Method):
 
     def build(self, n_exemplars, setting, options=None):  # noqa: D102
         net = setting.model("fixed")
-        return _ICaRL(feature_extractor=net.feature_extractor, classifier=net.classifier,
-                      optimizer=setting.optimizer(net), memory_size=n_exemplars, buffer_transform=None,
-                      fixed_memory=True, **setting.template_args())
+        return _ICaRL(
+            feature_extractor=net.feature_extractor,
+            classifier=net.classifier,
+            optimizer=setting.optimizer(net),
+            memory_size=n_exemplars,
+            buffer_transform=None,
+            fixed_memory=True,
+            **setting.template_args(),
+        )
 
     def stored_bytes(self, strategy, setting):  # noqa: D102
         memory, loss = _icarl_plugins(strategy)
-        return self._counts(exemplars=sum(len(x) for x in memory.x_memory) * setting.image_bytes,
-                            models=model_bytes(loss.old_model), other=_tensor_bytes(memory.class_means.values()))
+        return self._counts(
+            exemplars=sum(len(x) for x in memory.x_memory) * setting.image_bytes,
+            models=model_bytes(loss.old_model),
+            other=_tensor_bytes(memory.class_means.values()),
+        )
 
     def fixed_bytes(self, setting, options=None):  # noqa: D102
         net = setting.model("fixed")
         means = setting.n_classes * net.classifier.in_features * 4  # fp32 mean of every class
-        return model_bytes(net) + 2 * means  # the old model's classifier holds them, so does the plugin
+        # the old model's classifier holds them, so does the plugin
+        return model_bytes(net) + 2 * means
 
     def exemplar_bytes(self, n_exemplars, setting, options=None):  # noqa: D102
         held = max((k * math.ceil(n_exemplars / k) for k in setting.seen_counts), default=0)
@@ -393,14 +438,19 @@ class ERACEMethod(Method):
 
     exemplars = "required"
 
-    def __init__(self, name: str, batch_size_mem: Optional[int] = None) -> None:  # noqa: D107
+    def __init__(self, name: str, batch_size_mem: int | None = None) -> None:  # noqa: D107
         super().__init__(name, batch_size_mem=batch_size_mem)
 
     def build(self, n_exemplars, setting, options=None):  # noqa: D102
         p, model = self.params(options), setting.model()
-        return _ER_ACE(model=model, optimizer=setting.optimizer(model), criterion=nn.CrossEntropyLoss(),
-                       mem_size=n_exemplars, batch_size_mem=p["batch_size_mem"] or setting.batch_size,
-                       **setting.template_args())
+        return _ER_ACE(
+            model=model,
+            optimizer=setting.optimizer(model),
+            criterion=nn.CrossEntropyLoss(),
+            mem_size=n_exemplars,
+            batch_size_mem=p["batch_size_mem"] or setting.batch_size,
+            **setting.template_args(),
+        )
 
     def stored_bytes(self, strategy, setting):  # noqa: D102
         return self._counts(exemplars=len(strategy.storage_policy.buffer) * setting.image_bytes)
@@ -443,19 +493,40 @@ class DERMethod(Method):
     exemplars = "required"
     _MASKS = ("always", "eval", "none")
 
-    def __init__(self, name: str, alpha: float = 0.2, beta: float = 1.0, batch_size_mem: Optional[int] = None,
-                 mask_unseen: str = "always") -> None:  # noqa: D107
-        super().__init__(name, alpha=alpha, beta=beta, batch_size_mem=batch_size_mem, mask_unseen=mask_unseen)
+    def __init__(  # noqa: D107
+        self,
+        name: str,
+        alpha: float = 0.2,
+        beta: float = 1.0,
+        batch_size_mem: int | None = None,
+        mask_unseen: str = "always",
+    ) -> None:
+        super().__init__(
+            name, alpha=alpha, beta=beta, batch_size_mem=batch_size_mem, mask_unseen=mask_unseen
+        )
 
     def build(self, n_exemplars, setting, options=None):  # noqa: D102
         p, model = self.params(options), setting.model("fixed")
         if p["mask_unseen"] not in self._MASKS:
-            raise ValueError(f"Expected `mask_unseen` to be one of {self._MASKS}, but got {p['mask_unseen']!r}")
-        plugins = {"always": [SeenClassesMaskingPlugin()], "eval": [_PredictSeenClasses()], "none": []}
-        return _DER(model=model, optimizer=setting.optimizer(model), criterion=nn.CrossEntropyLoss(),
-                    mem_size=n_exemplars, batch_size_mem=p["batch_size_mem"] or setting.batch_size,
-                    alpha=p["alpha"], beta=p["beta"], plugins=plugins[p["mask_unseen"]],
-                    **setting.template_args())
+            raise ValueError(
+                f"Expected `mask_unseen` to be one of {self._MASKS}, but got {p['mask_unseen']!r}"
+            )
+        plugins = {
+            "always": [SeenClassesMaskingPlugin()],
+            "eval": [_PredictSeenClasses()],
+            "none": [],
+        }
+        return _DER(
+            model=model,
+            optimizer=setting.optimizer(model),
+            criterion=nn.CrossEntropyLoss(),
+            mem_size=n_exemplars,
+            batch_size_mem=p["batch_size_mem"] or setting.batch_size,
+            alpha=p["alpha"],
+            beta=p["beta"],
+            plugins=plugins[p["mask_unseen"]],
+            **setting.template_args(),
+        )
 
     def stored_bytes(self, strategy, setting):  # noqa: D102
         buffer = strategy.storage_policy.buffer
@@ -463,7 +534,8 @@ class DERMethod(Method):
                             logits=_tensor_bytes(buffer.logits))
 
     def exemplar_bytes(self, n_exemplars, setting, options=None):  # noqa: D102
-        return n_exemplars * (setting.image_bytes + 4 * setting.n_classes)  # fp32 logits of the fixed head
+        # fp32 logits of the fixed head
+        return n_exemplars * (setting.image_bytes + 4 * setting.n_classes)
 
 
 class _MultiStepLRWithoutVerbose(torch.optim.lr_scheduler.MultiStepLR):
@@ -507,7 +579,9 @@ class _BiCPlugin(_bic_module.BiCPlugin):
 
     def __init__(self, *args, distillation: str = "paper", **kwargs) -> None:  # noqa: D107
         if distillation not in ("paper", "avalanche"):
-            raise ValueError(f"Expected `distillation` to be 'paper' or 'avalanche', but got {distillation!r}")
+            raise ValueError(
+                f"Expected `distillation` to be 'paper' or 'avalanche', but got {distillation!r}"
+            )
         super().__init__(*args, **kwargs)
         self.distillation = distillation
 
@@ -541,34 +615,63 @@ class BiCMethod(Method):
 
     exemplars = "required"
 
-    def __init__(self, name: str, val_percentage: float = 0.1, T: int = 2, stage_2_epochs: int = 200,
-                 lamb: float = -1, lr: float = 0.1, distillation: str = "paper") -> None:  # noqa: D107
-        super().__init__(name, val_percentage=val_percentage, T=T, stage_2_epochs=stage_2_epochs, lamb=lamb, lr=lr,
-                         distillation=distillation)
+    def __init__(  # noqa: D107
+        self,
+        name: str,
+        val_percentage: float = 0.1,
+        T: int = 2,
+        stage_2_epochs: int = 200,
+        lamb: float = -1,
+        lr: float = 0.1,
+        distillation: str = "paper",
+    ) -> None:
+        super().__init__(
+            name,
+            val_percentage=val_percentage,
+            T=T,
+            stage_2_epochs=stage_2_epochs,
+            lamb=lamb,
+            lr=lr,
+            distillation=distillation,
+        )
 
     def build(self, n_exemplars, setting, options=None):  # noqa: D102
         model = setting.model()
-        plugin = _BiCPlugin(mem_size=n_exemplars, storage_policy=_herding_buffer(n_exemplars), **self.params(options))
-        return SupervisedTemplate(model=model, optimizer=setting.optimizer(model), criterion=nn.CrossEntropyLoss(),
-                                  plugins=[plugin], **setting.template_args())
+        plugin = _BiCPlugin(
+            mem_size=n_exemplars,
+            storage_policy=_herding_buffer(n_exemplars),
+            **self.params(options),
+        )
+        return SupervisedTemplate(
+            model=model,
+            optimizer=setting.optimizer(model),
+            criterion=nn.CrossEntropyLoss(),
+            plugins=[plugin],
+            **setting.template_args(),
+        )
 
     def stored_bytes(self, strategy, setting):  # noqa: D102
         bic = _plugin(strategy, _bic_module.BiCPlugin)
         validation = sum(len(group.buffer) for group in bic.val_buffer.values())
-        return self._counts(exemplars=len(bic.storage_policy.buffer) * setting.image_bytes,
-                            validation=validation * setting.image_bytes, models=model_bytes(bic.model_old),
-                            other=model_bytes(bic.bias_layer))
+        return self._counts(
+            exemplars=len(bic.storage_policy.buffer) * setting.image_bytes,
+            validation=validation * setting.image_bytes,
+            models=model_bytes(bic.model_old),
+            other=model_bytes(bic.bias_layer),
+        )
 
     def fixed_bytes(self, setting, options=None):  # noqa: D102
         last = len(setting.experience_classes[-1]) if len(setting.experience_classes) > 1 else None
-        bias_layer = 0 if last is None else 4 + 4 + 8 * last  # alpha, beta (fp32) and the class ids (int64)
+        # alpha, beta (fp32) and the class ids (int64)
+        bias_layer = 0 if last is None else 4 + 4 + 8 * last
         return model_bytes(setting.model("final")) + bias_layer
 
     def min_exemplars(self, options=None):  # noqa: D102 - its validation split needs one image
         return math.ceil(1 / self.params(options)["val_percentage"])
 
     def exemplar_bytes(self, n_exemplars, setting, options=None):  # noqa: D102
-        validation = int(self.params(options)["val_percentage"] * n_exemplars)  # BiCPlugin's own rounding
+        # BiCPlugin's own rounding
+        validation = int(self.params(options)["val_percentage"] * n_exemplars)
         return (n_exemplars + validation) * setting.image_bytes
 
 
@@ -598,8 +701,15 @@ class M2KDMethod(Method):
             if isinstance(p.get(key), str):
                 p[key] = getattr(torch, p[key])
         model = setting.model()
-        return M2KDStrategy(model, setting.optimizer(model), nn.CrossEntropyLoss(), mem_size=n_exemplars,
-                            plugins=plugins, **p, **setting.template_args())
+        return M2KDStrategy(
+            model,
+            setting.optimizer(model),
+            nn.CrossEntropyLoss(),
+            mem_size=n_exemplars,
+            plugins=plugins,
+            **p,
+            **setting.template_args(),
+        )
 
     def stored_bytes(self, strategy, setting):  # noqa: D102
         return self._counts(exemplars=_replay_exemplars(strategy) * setting.image_bytes,
@@ -619,16 +729,24 @@ def _stand_in_stream(setting: Setting):
 
     generator = torch.Generator().manual_seed(0)
     targets = [c for c in range(setting.n_classes) for _ in range(2)]
-    data = TensorDataset(torch.rand(len(targets), *setting.image_shape, generator=generator), torch.tensor(targets))
+    data = TensorDataset(
+        torch.rand(len(targets), *setting.image_shape, generator=generator), torch.tensor(targets)
+    )
     data.targets = targets
     order = [c for classes in setting.experience_classes for c in classes]
-    return nc_benchmark(train_dataset=data, test_dataset=data, n_experiences=len(setting.experience_classes),
-                        task_labels=False, shuffle=False, fixed_class_order=order,
-                        per_exp_classes={k: len(c) for k, c in enumerate(setting.experience_classes)},
-                        class_ids_from_zero_from_first_exp=True)
+    return nc_benchmark(
+        train_dataset=data,
+        test_dataset=data,
+        n_experiences=len(setting.experience_classes),
+        task_labels=False,
+        shuffle=False,
+        fixed_class_order=order,
+        per_exp_classes={k: len(c) for k, c in enumerate(setting.experience_classes)},
+        class_ids_from_zero_from_first_exp=True,
+    )
 
 
-def store_bytes(method: M2KDMethod, setting: Setting, options: Optional[dict[str, Any]] = None) -> int:
+def store_bytes(method: M2KDMethod, setting: Setting, options: dict[str, Any] | None = None) -> int:
     """The final ``snapshots.nbytes()`` of ``method`` on ``setting``'s stream, by construction.
 
     Runs :meth:`M2KDMethod.build` (exemplar-free, one epoch, pruning at its end) on
@@ -638,14 +756,24 @@ def store_bytes(method: M2KDMethod, setting: Setting, options: Optional[dict[str
     import json
 
     p = {k: v for k, v in method.params(options).items() if k != "plugins"}
-    key = json.dumps([repr(setting.experience_classes), setting.n_classes, setting.image_shape, setting.backbone,
-                      setting.width, p], sort_keys=True, default=str)
+    key = json.dumps(
+        [
+            repr(setting.experience_classes), setting.n_classes, setting.image_shape,
+            setting.backbone, setting.width, p,
+        ],
+        sort_keys=True,
+        default=str,
+    )
     if key not in _STORE_BYTES:
         states = random.getstate(), np.random.get_state(), torch.get_rng_state()
         try:
             torch.manual_seed(0)
-            dry = replace(setting, epochs=1, batch_size=2 * max(len(c) for c in setting.experience_classes),
-                          loggers=())
+            dry = replace(
+                setting,
+                epochs=1,
+                batch_size=2 * max(len(c) for c in setting.experience_classes),
+                loggers=(),
+            )
             strategy = method.build(0, dry, {**(options or {}), "post_prune_epochs": 0})
             for experience in _stand_in_stream(setting).train_stream:
                 strategy.train(experience, num_workers=0)
