@@ -59,7 +59,11 @@ def _differences(a, b, path: str = "") -> list[str]:
     if isinstance(a, (list, tuple)):
         if type(a) is not type(b) or len(a) != len(b):
             return [f"{path} (type or length)"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in _differences(x, y, f"{path}[{i}]")
+        ]
     return [] if a == b else [path]
 
 

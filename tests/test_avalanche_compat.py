@@ -17,7 +17,9 @@ from avalanche_m2kd import _avalanche as compat
 PACKAGE = Path(compat.__file__).parent
 
 
-@pytest.mark.parametrize("cls, name", compat.OVERRIDDEN_HOOKS, ids=lambda v: getattr(v, "__name__", v))
+@pytest.mark.parametrize(
+    "cls, name", compat.OVERRIDDEN_HOOKS, ids=lambda v: getattr(v, "__name__", v)
+)
 def test_overridden_private_hooks_exist(cls, name):
     assert callable(getattr(cls, name, None)), f"Avalanche's {cls.__name__} has no {name} any more"
 
@@ -31,8 +33,12 @@ def test_parametric_single_buffer_takes_size_and_selection():
 def test_criterion_is_the_templates_loss():
     model = nn.Linear(2, 2)
     loss = nn.CrossEntropyLoss()
-    strategy = SupervisedTemplate(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                                  criterion=loss, evaluator=EvaluationPlugin(loggers=[]))
+    strategy = SupervisedTemplate(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        criterion=loss,
+        evaluator=EvaluationPlugin(loggers=[]),
+    )
     assert compat.criterion(strategy) is loss
 
 
@@ -57,9 +63,15 @@ def _private_avalanche_names(tree: ast.AST) -> list[str]:
         elif isinstance(node, ast.Import):
             modules.update(a.asname or a.name for a in node.names if a.name.startswith("avalanche"))
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
-            if isinstance(node.value, ast.Name) and node.value.id in modules and node.value.id != "torch":
-                found.append(f"{node.value.id}.{node.attr}")
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.value.id != "torch"
+        ):
+            found.append(f"{node.value.id}.{node.attr}")
     return found
 
 

@@ -10,7 +10,12 @@ import torch
 from avalanche.models import IncrementalClassifier
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 
-from avalanche_m2kd import M2KDStrategy, MultiLevelDistillationPlugin, MultiModelDistillationPlugin, SnapshotStore
+from avalanche_m2kd import (
+    M2KDStrategy,
+    MultiLevelDistillationPlugin,
+    MultiModelDistillationPlugin,
+    SnapshotStore,
+)
 from avalanche_m2kd.batched_teachers import StackedTeachers, TeacherStacks, check_teacher_batching
 
 SPECS = ["1", "4", "8:input"]  # a BatchNorm output, a conv stage, the head's input
@@ -24,7 +29,7 @@ def _store(conv_net, mode="full", n=3, head=None):
     store.bind(model)
     for k in range(n):
         with torch.no_grad():
-            for name, p in model.named_parameters():
+            for p in model.parameters():
                 p.add_(0.1 * torch.randn_like(p))
             for m in model.modules():  # non-trivial running statistics
                 if isinstance(m, torch.nn.BatchNorm2d):
@@ -61,7 +66,8 @@ def test_vmap_gives_the_loops_logits_and_features(conv_net, mode, batch_norm):
     assert _max_diff(loop, vmapped) < 1e-5  # measured 2.4e-7
     after = [m.running_mean for k in range(3) for m in store.teacher(k).modules()
              if isinstance(m, torch.nn.BatchNorm2d)]
-    assert all(torch.equal(a, b) for a, b in zip(running, after))  # stored statistics untouched
+    # stored statistics untouched
+    assert all(torch.equal(a, b) for a, b in zip(running, after, strict=True))
     if batch_norm == "batch":  # the batch's statistics really are used
         assert (loop[0][0] - store.teacher(0).run(x, "running")[0]).abs().max() > 1e-3
 
@@ -108,7 +114,7 @@ def test_teachers_of_different_shapes_are_grouped_and_singletons_run_as_in_the_l
     model = conv_net(head=IncrementalClassifier(16, initial_out_features=4))
     store = SnapshotStore("full")
     store.bind(model)
-    for k, classes in enumerate([[0, 1], [2, 3], [4, 5]]):
+    for classes in [[0, 1], [2, 3], [4, 5]]:
         model[8].adaptation(SimpleNamespace(classes_in_this_experience=classes))  # grows at k = 2
         with torch.no_grad():
             for p in model.parameters():
@@ -130,10 +136,12 @@ def test_a_sampled_subset_is_gathered_from_the_groups_stack(conv_net):
     x = torch.randn(8, 1, 8, 8)
     loop = [store.teacher(k).run(x, "batch") for k in (1, 3)]
     subset = store.run_teachers([1, 3], x, "batch", batching="vmap")
-    assert max((a[0] - b[0]).abs().max().item() for a, b in zip(loop, subset)) < 1e-5
+    assert max((a[0] - b[0]).abs().max().item() for a, b in zip(loop, subset, strict=True)) < 1e-5
     (stack,) = store._stacks._stacks.values()
     assert stack.size == 4  # the whole group is stacked once, the subset gathered per call
-    assert store.teacher_nbytes() == sum(store.teacher(k).nbytes() for k in range(4)) + stack.nbytes()
+    assert (
+        store.teacher_nbytes() == sum(store.teacher(k).nbytes() for k in range(4)) + stack.nbytes()
+    )
     store.release_teachers()
     assert store._stacks is None and store.teacher_nbytes() == 0
 
@@ -208,7 +216,7 @@ def test_plugin_losses_equal_the_loops(conv_net, batching):
     reference = _losses(*_plugins(conv_net, "loop"), x)
     losses = _losses(*_plugins(conv_net, batching), x)
     assert all(r.item() > 0 for r in reference)
-    assert max(abs(a.item() - b.item()) for a, b in zip(reference, losses)) < 1e-6
+    assert max(abs(a.item() - b.item()) for a, b in zip(reference, losses, strict=True)) < 1e-6
 
 
 def test_plugin_losses_with_bf16_vmapped_teachers_are_close_to_the_loops(conv_net):
@@ -230,10 +238,19 @@ class _Losses(SupervisedPlugin):
 def _train(digits_images, conv_net, batching):
     torch.manual_seed(0)
     model, spy = conv_net(), _Losses()
-    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-                            train_mb_size=32, train_epochs=2, post_prune_epochs=0, mem_size=20,
-                            feature_layers=["1", "4"], feature_teachers="all", teacher_batching=batching,
-                            evaluator=EvaluationPlugin(loggers=[]), plugins=[spy])
+    strategy = M2KDStrategy(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        train_mb_size=32,
+        train_epochs=2,
+        post_prune_epochs=0,
+        mem_size=20,
+        feature_layers=["1", "4"],
+        feature_teachers="all",
+        teacher_batching=batching,
+        evaluator=EvaluationPlugin(loggers=[]),
+        plugins=[spy],
+    )
     for exp in digits_images.train_stream[:4]:
         strategy.train(exp)
     return strategy, spy.losses
@@ -245,7 +262,7 @@ def test_m2kd_run_with_vmapped_teachers_has_the_loops_losses(digits_images, conv
     loop, loop_losses = _train(digits_images, conv_net, "loop")
     vmapped, vmap_losses = _train(digits_images, conv_net, "vmap")
     assert len(vmap_losses) == len(loop_losses) > 40
-    assert max((a - b).abs().item() for a, b in zip(loop_losses, vmap_losses)) < 1e-5
+    assert max((a - b).abs().item() for a, b in zip(loop_losses, vmap_losses, strict=True)) < 1e-5
     assert vmapped.m2kd_config["teacher_batching"] == "vmap"
     assert loop.m2kd_config["teacher_batching"] == "loop"
     assert vmapped.snapshots._stacks is None  # dropped with the teachers at the last record
@@ -256,7 +273,9 @@ def test_teacher_batching_is_checked_at_construction(mlp):
     model = mlp()
     with pytest.raises(ValueError, match="`teacher_batching` to be one of"):
         M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), teacher_batching="threads")
-    with pytest.raises(ValueError, match="`teacher_batching` to be 'loop' with cache_teachers=False"):
+    with pytest.raises(
+        ValueError, match="`teacher_batching` to be 'loop' with cache_teachers=False"
+    ):
         M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), teacher_batching="vmap",
                      cache_teachers=False)
     with pytest.raises(ValueError, match="`teacher_batching`"):

@@ -21,14 +21,14 @@ def test_adjusted_loss_by_hand():
     got = logit_adjusted_cross_entropy(z, torch.tensor([2]), prior)
     assert got.item() == pytest.approx(expected, abs=1e-6)
     # tau = 0 is plain cross-entropy; tau scales the shift.
-    assert logit_adjusted_cross_entropy(z, torch.tensor([2]), prior, tau=0.0).item() == pytest.approx(
-        F.cross_entropy(z, torch.tensor([2])).item(), abs=1e-6
-    )
+    assert logit_adjusted_cross_entropy(
+        z, torch.tensor([2]), prior, tau=0.0
+    ).item() == pytest.approx(F.cross_entropy(z, torch.tensor([2])).item(), abs=1e-6)
     half = [1.0 + 0.5 * math.log(0.5), 2.0 + 0.5 * math.log(0.25), 0.5 + 0.5 * math.log(0.25)]
     expected_half = -half[2] + math.log(sum(math.exp(v) for v in half))
-    assert logit_adjusted_cross_entropy(z, torch.tensor([2]), prior, tau=0.5).item() == pytest.approx(
-        expected_half, abs=1e-6
-    )
+    assert logit_adjusted_cross_entropy(
+        z, torch.tensor([2]), prior, tau=0.5
+    ).item() == pytest.approx(expected_half, abs=1e-6)
 
 
 def test_running_prior_restarts_on_a_new_class_and_follows_a_grown_head():
@@ -69,7 +69,9 @@ def _train_on_imbalanced(criterion: nn.Module) -> float:
     """Fraction of a balanced test set predicted as the class that was rare in training."""
     g = torch.Generator().manual_seed(0)
     n_major, n_minor = 900, 100
-    x = torch.cat([torch.randn(n_major, 2, generator=g) + 1.0, torch.randn(n_minor, 2, generator=g) - 1.0])
+    x = torch.cat(
+        [torch.randn(n_major, 2, generator=g) + 1.0, torch.randn(n_minor, 2, generator=g) - 1.0]
+    )
     y = torch.cat([torch.zeros(n_major, dtype=torch.long), torch.ones(n_minor, dtype=torch.long)])
     torch.manual_seed(0)
     model = nn.Linear(2, 2)
@@ -78,7 +80,9 @@ def _train_on_imbalanced(criterion: nn.Module) -> float:
         opt.zero_grad()
         criterion(model(x), y).backward()
         opt.step()
-    x_test = torch.cat([torch.randn(500, 2, generator=g) + 1.0, torch.randn(500, 2, generator=g) - 1.0])
+    x_test = torch.cat(
+        [torch.randn(500, 2, generator=g) + 1.0, torch.randn(500, 2, generator=g) - 1.0]
+    )
     with torch.no_grad():
         return (model(x_test).argmax(1) == 1).float().mean().item()
 

@@ -21,18 +21,20 @@ import pytest
 import torch
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
-from torch import nn
 
 from avalanche_m2kd import LogitAdjustedCrossEntropy, M2KDStrategy
 from avalanche_m2kd.checkpoint import load_checkpoint, save_checkpoint
 
 pytestmark = [
     pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: torch.cuda.is_available() is false"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU: torch.cuda.is_available() is false"
+    ),
 ]
 
 CUDA = torch.device("cuda")
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, read when it starts
+# deterministic cuBLAS, read when it starts
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 ROOT = Path(__file__).resolve().parents[1]
 ACC = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
 
@@ -70,10 +72,22 @@ def _evaluator(*metrics):
 def _strategy(conv_net, device=CUDA, plugins=(), evaluator=None, **options):
     torch.manual_seed(0)
     model = conv_net()
-    options = {"mem_size": 20, "train_epochs": 2, "post_prune_epochs": 1, "feature_layers": ["1", "4"], **options}
+    options = {
+        "mem_size": 20,
+        "train_epochs": 2,
+        "post_prune_epochs": 1,
+        "feature_layers": ["1", "4"],
+        **options,
+    }
     return M2KDStrategy(
-        model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=32,
-        eval_mb_size=256, device=device, evaluator=evaluator or _evaluator(), plugins=list(plugins), **options,
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        train_mb_size=32,
+        eval_mb_size=256,
+        device=device,
+        evaluator=evaluator or _evaluator(),
+        plugins=list(plugins),
+        **options,
     )
 
 
@@ -113,7 +127,9 @@ def test_teachers_are_bit_exact_on_cuda_after_later_experiences(digits_images, c
 
 @pytest.mark.parametrize("batching", ["vmap", "streams"])
 @pytest.mark.parametrize("batch_norm", ["batch", "running"])
-def test_batched_teachers_give_the_loops_outputs_on_cuda(digits_images, conv_net, batching, batch_norm):
+def test_batched_teachers_give_the_loops_outputs_on_cuda(
+    digits_images, conv_net, batching, batch_norm
+):
     strategy = _strategy(conv_net, feature_teachers="all")
     for exp in digits_images.train_stream[:4]:
         strategy.train(exp)
@@ -133,23 +149,31 @@ def test_batched_teachers_give_the_loops_outputs_on_cuda(digits_images, conv_net
 @pytest.mark.parametrize("batching", ["loop", "vmap", "streams"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_low_precision_teachers_on_cuda(digits_images, conv_net, dtype, batching):
-    strategy = _strategy(conv_net, teacher_dtype=dtype, teacher_batching=batching, feature_teachers="all",
-                         evaluator=_evaluator(accuracy_metrics(stream=True)))
+    strategy = _strategy(
+        conv_net,
+        teacher_dtype=dtype,
+        teacher_batching=batching,
+        feature_teachers="all",
+        evaluator=_evaluator(accuracy_metrics(stream=True)),
+    )
     for exp in digits_images.train_stream[:3]:
         strategy.train(exp)
-    assert strategy.eval(digits_images.test_stream[:3])[ACC] > 0.3  # chance is 1/6 (CPU, bf16 loop: 0.36)
+    # chance is 1/6 (CPU, bf16 loop: 0.36)
+    assert strategy.eval(digits_images.test_stream[:3])[ACC] > 0.3
     store, x = strategy.snapshots, _probe(digits_images).to(CUDA)
     fp32 = store.run_teachers([0, 1], x, "batch")
     store.end_step()
     low = store.run_teachers([0, 1], x, "batch", dtype, batching)
-    for (ref, _), (out, feats) in zip(fp32, low):
+    for (ref, _), (out, feats) in zip(fp32, low, strict=True):
         assert out.dtype == torch.float32 and all(f.dtype == torch.float32 for f in feats.values())
         assert torch.isfinite(out).all()
         scale = ref.abs().max().item()
         assert 0 < (out - ref).abs().max().item() < 0.05 * scale  # low precision, and only that
 
 
-def test_fp16_student_with_grad_scaler_resumes_on_cuda(digits_images, conv_net, tmp_path, identical):
+def test_fp16_student_with_grad_scaler_resumes_on_cuda(
+    digits_images, conv_net, tmp_path, identical
+):
     """mixed_precision=float16 on CUDA: the GradScaler's state is saved and restored, and a
     run resumed after experience 1 ends bit-identical to the uninterrupted one (with
     deterministic kernels)."""
@@ -174,8 +198,9 @@ def test_fp16_student_with_grad_scaler_resumes_on_cuda(digits_images, conv_net, 
 
 
 @pytest.mark.parametrize("written_on, loaded_on", [("cuda", "cpu"), ("cpu", "cuda")])
-def test_checkpoint_written_on_one_device_resumes_on_the_other(digits_images, conv_net, tmp_path, written_on,
-                                                               loaded_on, identical):
+def test_checkpoint_written_on_one_device_resumes_on_the_other(
+    digits_images, conv_net, tmp_path, written_on, loaded_on, identical
+):
     path = tmp_path / "run.ckpt"
     writer = _strategy(conv_net, device=written_on)
     for exp in digits_images.train_stream[:2]:
@@ -196,7 +221,10 @@ def test_checkpoint_written_on_one_device_resumes_on_the_other(digits_images, co
 
     assert identical(on_cpu(writer.model.state_dict()), on_cpu(reader.model.state_dict()))
     assert identical(on_cpu(writer.snapshots.state_dict()), on_cpu(reader.snapshots.state_dict()))
-    assert identical(on_cpu(writer.optimizer.state_dict()["state"]), on_cpu(reader.optimizer.state_dict()["state"]))
+    assert identical(
+        on_cpu(writer.optimizer.state_dict()["state"]),
+        on_cpu(reader.optimizer.state_dict()["state"]),
+    )
     reader.train(digits_images.train_stream[2])  # and it trains on, on its own device
     assert len(reader.snapshots) == 3
     assert all(t.device.type == loaded_on for t in reader.model.state_dict().values())
@@ -240,7 +268,9 @@ def test_no_host_synchronisation_inside_a_training_step(digits_images, conv_net,
     """With ``check_finite=False`` and plain cross-entropy (``logit_adjustment=0``: see the
     next test) a step of the M2KD plugins never waits for the GPU."""
     guard = _NoHostSync()
-    strategy = _strategy(conv_net, check_finite=False, logit_adjustment=0.0, plugins=[guard], **options)
+    strategy = _strategy(
+        conv_net, check_finite=False, logit_adjustment=0.0, plugins=[guard], **options
+    )
     try:
         for exp in digits_images.train_stream[:4]:
             strategy.train(exp)
@@ -249,8 +279,12 @@ def test_no_host_synchronisation_inside_a_training_step(digits_images, conv_net,
     assert guard.checked > 40
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="torch.bincount on CUDA reads the labels' min and max back to the host, "
-                                       "so LogitAdjustedCrossEntropy's running prior syncs once per step")
+@pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="torch.bincount on CUDA reads the labels' min and max back to the host, "
+    "so LogitAdjustedCrossEntropy's running prior syncs once per step",
+)
 def test_logit_adjusted_criterion_does_not_synchronise():
     criterion = LogitAdjustedCrossEntropy()
     logits = torch.randn(32, 10, device=CUDA, requires_grad=True)
@@ -272,15 +306,26 @@ def test_torchrun_with_nccl_on_the_gpus_present(tmp_path):
     if not dist.is_nccl_available():
         pytest.skip("this torch build has no NCCL")
     n = min(2, torch.cuda.device_count())
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # the package, installed or not
+    # the package, installed or not
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-         str(ROOT / "examples" / "distributed.py"), "--cuda", "--epochs", "2", "--out", str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+            str(ROOT / "examples" / "distributed.py"), "--cuda", "--epochs", "2", "--out",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", map_location="cpu", weights_only=True) for r in range(n)]
+    ranks = [
+        torch.load(tmp_path / f"rank{r}.pt", map_location="cpu", weights_only=True)
+        for r in range(n)
+    ]
     assert ranks[0]["world_size"] == n and ranks[0]["device"] == "cuda:0"
     assert len(ranks[0]["store"]["snapshots"]) == 5
     assert ranks[0]["accuracy"] > 0.5  # 2 epochs per experience; chance is 0.1

@@ -49,9 +49,14 @@ def test_two_processes_end_identical_and_close_to_one_process(tmp_path, differen
     # Rank 0 wrote the checkpoint after the last experience; one process resumes from it.
     benchmark = split_digits(5, seed=0, flatten=False)
     model = example.make_model()
-    strategy = M2KDStrategy(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-                            mem_size=40, feature_layers=["1", "5"], eval_mb_size=256,
-                            evaluator=EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[]))
+    strategy = M2KDStrategy(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        mem_size=40,
+        feature_layers=["1", "5"],
+        eval_mb_size=256,
+        evaluator=EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=[]),
+    )
     assert load_checkpoint(strategy, tmp_path / "run.ckpt", benchmark.train_stream) == 5
     assert differences(rank0["model"], strategy.model.state_dict()) == []
 
@@ -59,7 +64,14 @@ def test_two_processes_end_identical_and_close_to_one_process(tmp_path, differen
     # stream: that of one process evaluating the same weights (Avalanche alone shards
     # the test set and reports each rank's shard: 0.871 and 0.893 for 0.883 here).
     whole = strategy.eval(benchmark.test_stream)
-    assert abs(whole[STREAM_ACC] - example.whole_test_accuracy(strategy.model, benchmark, "cpu")) < 1e-12
-    assert rank0["reported"] == rank1["reported"] == {k: v for k, v in whole.items() if isinstance(v, float)}
+    assert (
+        abs(whole[STREAM_ACC] - example.whole_test_accuracy(strategy.model, benchmark, "cpu"))
+        < 1e-12
+    )
+    assert (
+        rank0["reported"]
+        == rank1["reported"]
+        == {k: v for k, v in whole.items() if isinstance(v, float)}
+    )
     assert rank0["logged"][STREAM_ACC] == whole[STREAM_ACC]
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []

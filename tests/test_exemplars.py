@@ -23,7 +23,9 @@ def _stream(counts: dict[int, int], n_experiences: int, shape=(4,), seed: int = 
     y = torch.tensor([c for c, n in counts.items() for _ in range(n)])
     x = torch.randn(len(y), *shape, generator=g) + y.view(-1, *[1] * len(shape)).float()
     test_y = torch.tensor(sorted(counts))
-    test_x = torch.randn(len(test_y), *shape, generator=g) + test_y.view(-1, *[1] * len(shape)).float()
+    test_x = (
+        torch.randn(len(test_y), *shape, generator=g) + test_y.view(-1, *[1] * len(shape)).float()
+    )
     return nc_benchmark(
         TensorClassificationDataset(x, y), TensorClassificationDataset(test_x, test_y),
         n_experiences=n_experiences, task_labels=False, seed=seed,
@@ -32,8 +34,14 @@ def _stream(counts: dict[int, int], n_experiences: int, shape=(4,), seed: int = 
 
 def _strategy(model, mem_size: int, **options):
     return M2KDStrategy(
-        model, torch.optim.SGD(model.parameters(), lr=0.05), train_mb_size=8, train_epochs=1,
-        eval_mb_size=32, mem_size=mem_size, evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]), **options,
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        train_mb_size=8,
+        train_epochs=1,
+        eval_mb_size=32,
+        mem_size=mem_size,
+        evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
+        **options,
     )
 
 
@@ -41,7 +49,9 @@ def _buffer(strategy) -> ClassBalancedBuffer:
     return next(p.storage_policy for p in strategy.plugins if hasattr(p, "storage_policy"))
 
 
-def expected_group_sizes(mem_size: int, seen_order: list[int], counts: dict[int, int], before: dict[int, int]):
+def expected_group_sizes(
+    mem_size: int, seen_order: list[int], counts: dict[int, int], before: dict[int, int]
+):
     """Avalanche's ``ParametricBuffer`` share rule, written out independently.
 
     With ``n`` classes seen, each gets ``mem_size // n`` slots and the first
@@ -148,7 +158,11 @@ def test_buffer_state_dict_round_trips_with_empty_groups(identical):
 
 def test_load_state_dict_refuses_a_missing_experience():
     copy = ClassBalancedBuffer(4, HeadInputHerding())
-    state = {"max_size": 4, "seen": [0], "groups": {0: {"experience": 3, "indices": [], "max_size": 0}}}
+    state = {
+        "max_size": 4,
+        "seen": [0],
+        "groups": {0: {"experience": 3, "indices": [], "max_size": 0}},
+    }
     with pytest.raises(ValueError, match="resume with the stream"):
         copy.load_state_dict(state, [])
 
@@ -174,4 +188,6 @@ def test_resnet32_memory_smaller_than_number_of_classes_trains_on():
     assert len(buffer.buffer) == 20 and sum(s == 0 for s in sizes.values()) == 80
     assert len(strategy.snapshots) == 10
     fp32_model = 4 * sum(p.numel() for p in model.parameters())
-    assert strategy.snapshots.nbytes() <= 0.32 * fp32_model, strategy.snapshots.nbytes() / fp32_model
+    assert strategy.snapshots.nbytes() <= 0.32 * fp32_model, (
+        strategy.snapshots.nbytes() / fp32_model
+    )

@@ -111,9 +111,8 @@ def test_collect_raises_for_a_layer_off_the_forward_path():
 
 def test_capture_of_a_non_tensor_output_raises_type_error():
     net = nn.Sequential(nn.LSTM(3, 4, batch_first=True))
-    with FeatureCapture(net, ["0"]):
-        with pytest.raises(TypeError, match="not a tensor"):
-            net(torch.randn(2, 5, 3))
+    with FeatureCapture(net, ["0"]), pytest.raises(TypeError, match="not a tensor"):
+        net(torch.randn(2, 5, 3))
 
 
 # ------------------------------------------------------------------------- find_head

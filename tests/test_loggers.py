@@ -187,7 +187,9 @@ def test_closed_logger_says_so_and_a_new_logger_starts_a_new_run(offline):
     assert second.run is not None and second.run.id != first_id
     second.log_single_metric("Top1_Acc_Stream", 0.5, 1)
     second.close()
-    assert _series(_read_run(_one_run_file(offline / "b"))["history"], "Top1_Acc_Stream") == [(1, 0.5)]
+    assert _series(_read_run(_one_run_file(offline / "b"))["history"], "Top1_Acc_Stream") == [
+        (1, 0.5)
+    ]
     assert _read_run(_one_run_file(offline / "a"))["history"] == []
 
 

@@ -31,10 +31,10 @@ def _softmax(values, temperature):
 def _hand_kd(student_rows, teacher_rows, temperature):
     """T^2 * batchmean KL(softmax(t/T) || softmax(s/T)), in plain Python."""
     total = 0.0
-    for s_row, t_row in zip(student_rows, teacher_rows):
+    for s_row, t_row in zip(student_rows, teacher_rows, strict=True):
         p = _softmax(s_row, temperature)
         q = _softmax(t_row, temperature)
-        total += sum(qi * (math.log(qi) - math.log(pi)) for pi, qi in zip(p, q))
+        total += sum(qi * (math.log(qi) - math.log(pi)) for pi, qi in zip(p, q, strict=True))
     return temperature**2 * total / len(student_rows)
 
 
@@ -191,7 +191,7 @@ def test_multi_model_loss_is_the_weighted_sum_over_slices(mode):
     got = multi_model_distillation_loss(student, teachers, slices, weights, temperature)
     expected = sum(
         w * _kl_reference(student, t, idx, temperature)
-        for t, idx, w in zip(teachers, slices, weights)
+        for t, idx, w in zip(teachers, slices, weights, strict=True)
     )
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
     assert got.item() > 0
@@ -353,7 +353,10 @@ def test_multi_level_passes_the_kind_through():
     s = [torch.randn(2, 3, 4, 4), torch.randn(2, 5, 2, 2)]
     t = [torch.randn(2, 3, 4, 4), torch.randn(2, 5, 2, 2)]
     for kind in ("mse", "attention", "normalized_mse"):
-        expected = (feature_distillation_loss(s[0], t[0], kind) + feature_distillation_loss(s[1], t[1], kind)) / 2
+        expected = (
+            feature_distillation_loss(s[0], t[0], kind)
+            + feature_distillation_loss(s[1], t[1], kind)
+        ) / 2
         got = multi_level_distillation_loss(s, [t], kind)
         assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 

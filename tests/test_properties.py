@@ -22,14 +22,18 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import pytest
 import torch
 from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
 from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics, loss_metrics
 from avalanche.models import IncrementalClassifier
-from avalanche.training.plugins import EarlyStoppingPlugin, EvaluationPlugin, LRSchedulerPlugin, SupervisedPlugin
+from avalanche.training.plugins import (
+    EarlyStoppingPlugin,
+    EvaluationPlugin,
+    LRSchedulerPlugin,
+    SupervisedPlugin,
+)
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -39,7 +43,9 @@ from avalanche_m2kd.checkpoint import load_checkpoint, save_checkpoint
 from avalanche_m2kd.data import TensorClassificationDataset
 
 # By path: Avalanche installs a top-level ``tests`` package that ``import tests.…`` may find.
-_spec = importlib.util.spec_from_file_location("m2kd_test_exemplars", Path(__file__).with_name("test_exemplars.py"))
+_spec = importlib.util.spec_from_file_location(
+    "m2kd_test_exemplars", Path(__file__).with_name("test_exemplars.py")
+)
 _exemplar_tests = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_exemplar_tests)
 expected_group_sizes = _exemplar_tests.expected_group_sizes
@@ -65,9 +71,9 @@ class Run:
     deep_features: bool  # a feature level inside the body besides the head's input
     mode: str
     epochs: int
-    post_prune_epochs: Optional[int]
+    post_prune_epochs: int | None
     optimizer: str
-    lr_scheduler: Optional[tuple[bool, bool]]  # (reset_scheduler, reset_lr)
+    lr_scheduler: tuple[bool, bool] | None  # (reset_scheduler, reset_lr)
     early_stopping: bool
     eval_first: bool  # a baseline evaluation on the whole test stream before training
     eval_all: bool  # evaluate on the whole test stream after each experience
@@ -115,7 +121,9 @@ def runs(draw, before_training: bool) -> Run:
         deep_features=draw(st.booleans()),
         mode=mode,
         epochs=epochs,
-        post_prune_epochs=draw(st.none() | st.integers(0, epochs - 1)) if mode == "nested" else None,
+        post_prune_epochs=draw(st.none() | st.integers(0, epochs - 1))
+        if mode == "nested"
+        else None,
         optimizer=draw(st.sampled_from(["sgd", "momentum", "adam"])),
         lr_scheduler=draw(st.none() | st.tuples(st.booleans(), st.booleans())),
         early_stopping=early_stopping,
@@ -196,7 +204,9 @@ def make_strategy(run: Run) -> tuple[M2KDStrategy, EpochCounter]:
     if run.lr_scheduler is not None:
         reset_scheduler, reset_lr = run.lr_scheduler
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-        plugins.append(LRSchedulerPlugin(scheduler, reset_scheduler=reset_scheduler, reset_lr=reset_lr))
+        plugins.append(
+            LRSchedulerPlugin(scheduler, reset_scheduler=reset_scheduler, reset_lr=reset_lr)
+        )
     if run.early_stopping:
         plugins.append(EarlyStoppingPlugin(patience=1, val_stream_name="test_stream"))
     evaluator = EvaluationPlugin(
@@ -204,9 +214,18 @@ def make_strategy(run: Run) -> tuple[M2KDStrategy, EpochCounter]:
         forgetting_metrics(experience=True, stream=True), loggers=[],
     )
     strategy = M2KDStrategy(
-        model, optimizer, nn.CrossEntropyLoss(), train_mb_size=run.batch, train_epochs=run.epochs,
-        eval_mb_size=64, plugins=plugins, evaluator=evaluator, eval_every=1 if run.early_stopping else -1,
-        mem_size=run.mem_size, snapshot_mode=run.mode, post_prune_epochs=run.post_prune_epochs,
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        train_mb_size=run.batch,
+        train_epochs=run.epochs,
+        eval_mb_size=64,
+        plugins=plugins,
+        evaluator=evaluator,
+        eval_every=1 if run.early_stopping else -1,
+        mem_size=run.mem_size,
+        snapshot_mode=run.mode,
+        post_prune_epochs=run.post_prune_epochs,
         feature_layers=["body.relu1", "head:input"] if run.deep_features else None,
     )
     return strategy, counter
@@ -250,8 +269,13 @@ def snapshot_bytes(mode: str, model: nn.Module, n_units: int, n_seen: int) -> in
             total += _bytes(t)
         elif name in prunable:
             if mode == "pruned":  # bit mask + the kept fp32 values
-                total += math.ceil(t.numel() / 8) + int(round(PRUNED_DENSITY * t.numel())) * t.element_size()
-        elif mode == "nested" and name.startswith("head.") and t.dim() >= 1 and t.shape[0] == n_units:
+                total += (
+                    math.ceil(t.numel() / 8)
+                    + int(round(PRUNED_DENSITY * t.numel())) * t.element_size()
+                )
+        elif (
+            mode == "nested" and name.startswith("head.") and t.dim() >= 1 and t.shape[0] == n_units
+        ):
             total += n_seen * math.prod(t.shape[1:]) * t.element_size()  # rows of seen classes
         else:
             total += _bytes(t)
@@ -289,24 +313,38 @@ class Record:
             self.owners.append(store.owners)
         assert len(store) == k + 1
 
-        seen = {int(c) for e in self.benchmark.train_stream[: k + 1] for c in e.classes_in_this_experience}
-        self.snapshot_bytes += snapshot_bytes(self.run.mode, model, self.outputs[-1].shape[1], len(seen))
-        expected = self.snapshot_bytes + (owner_bytes(model, k + 1) if self.run.mode == "nested" else 0)
-        assert store.nbytes() == expected, f"nbytes after experience {k}: {store.nbytes()} != {expected}"
+        seen = {
+            int(c)
+            for e in self.benchmark.train_stream[: k + 1]
+            for c in e.classes_in_this_experience
+        }
+        self.snapshot_bytes += snapshot_bytes(
+            self.run.mode, model, self.outputs[-1].shape[1], len(seen)
+        )
+        expected = self.snapshot_bytes + (
+            owner_bytes(model, k + 1) if self.run.mode == "nested" else 0
+        )
+        assert store.nbytes() == expected, (
+            f"nbytes after experience {k}: {store.nbytes()} != {expected}"
+        )
 
         buffer = buffer_of(strategy)
         if buffer is None:
             assert self.run.mem_size == 0
             return
         counts = dict(enumerate(self.run.samples))
-        sizes = expected_group_sizes(self.run.mem_size, buffer._seen_order, counts, self.group_sizes)
+        sizes = expected_group_sizes(
+            self.run.mem_size, buffer._seen_order, counts, self.group_sizes
+        )
         actual = {int(c): len(g.buffer) for c, g in buffer.buffer_groups.items()}
         assert actual == sizes, f"buffer after experience {k}: {actual}, share rule: {sizes}"
         assert len(buffer.buffer) <= self.run.mem_size
         for c, group in buffer.buffer_groups.items():
             assert all(int(t) == c for t in group.buffer.targets)
         share = expected_group_sizes(self.run.mem_size, buffer._seen_order, counts, {})
-        full_share = expected_group_sizes(self.run.mem_size, buffer._seen_order, {c: 10**6 for c in counts}, {})
+        full_share = expected_group_sizes(
+            self.run.mem_size, buffer._seen_order, {c: 10**6 for c in counts}, {}
+        )
         self.short_class |= any(share[c] < full_share[c] for c in share)
         self.group_sizes = sizes
 
@@ -323,7 +361,9 @@ def check_teachers(record: Record) -> None:
             assert torch.equal(out, expected), f"teacher {k} differs from snapshot {k}"
             continue
         seen = sorted({c for classes in store.classes[: k + 1] for c in classes})
-        assert torch.equal(out[:, seen], expected[:, seen]), f"teacher {k} differs on its classes {seen}"
+        assert torch.equal(out[:, seen], expected[:, seen]), (
+            f"teacher {k} differs on its classes {seen}"
+        )
         unseen = [c for c in range(out.shape[1]) if c not in seen]
         fill = -1000.0 if run.head == "incremental" else 0.0
         assert bool((out[:, unseen] == fill).all()), f"teacher {k}: unseen classes not {fill}"
@@ -333,10 +373,12 @@ def check_owned_weights(record: Record) -> None:
     """``nested``: weights owned at experience k keep their owner and value to the end."""
     store, params = record.strategy.snapshots, dict(record.strategy.model.named_parameters())
     final = store.owners
-    for k, (owners, weights) in enumerate(zip(record.owners, record.weights)):
+    for k, (owners, weights) in enumerate(zip(record.owners, record.weights, strict=True)):
         for name, owner in owners.items():
             owned = owner != 0
-            assert torch.equal(final[name][owned], owner[owned]), f"{name}: owners of experience {k} changed"
+            assert torch.equal(final[name][owned], owner[owned]), (
+                f"{name}: owners of experience {k} changed"
+            )
             assert torch.equal(params[name].detach()[owned], weights[name][owned]), (
                 f"{name}: weights owned after experience {k} changed"
             )

@@ -257,7 +257,10 @@ def test_unpack_bits_rejects_too_few_bytes():
 
 @pytest.mark.parametrize(
     "n_snapshots, bits",
-    [(0, 0), (1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (7, 3), (8, 4), (10, 4), (15, 4), (16, 5), (255, 8)],
+    [
+        (0, 0), (1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (7, 3), (8, 4), (10, 4), (15, 4), (16, 5),
+        (255, 8),
+    ],
 )
 def test_owner_bits_is_ceil_log2_of_t_plus_one(n_snapshots, bits):
     assert owner_bits(n_snapshots) == bits == math.ceil(math.log2(n_snapshots + 1))

@@ -66,7 +66,9 @@ sys.meta_path.insert(0, _NoSolvers())
 
 
 def _stderr_of(code: str) -> str:
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     return result.stderr
 
@@ -80,7 +82,9 @@ def test_import_silences_exactly_the_missing_qp_solver_warning():
         pytest.skip("qpsolvers did not warn here: a solver outside the hidden ones is installed")
     # Only that warning, and only while the package imports Avalanche: a later warning
     # with the same text is shown as usual.
-    stderr = _stderr_of(_NO_SOLVERS + "import warnings, avalanche_m2kd\nwarnings.warn('no QP solver found (again)')")
+    stderr = _stderr_of(
+        _NO_SOLVERS + "import warnings, avalanche_m2kd\nwarnings.warn('no QP solver found (again)')"
+    )
     assert "no QP solver found (again)" in stderr
     assert "no QP solver found on your system" not in stderr
     assert stderr.count("UserWarning") == 1, stderr

@@ -32,9 +32,23 @@ def test_run_and_report(fmnist_root, tmp_path, capsys):
     args = ["run", "--root", str(fmnist_root), "--out", str(out), "--budgets", "0", "10"] + TINY
     compare.main(args)
     records = compare.load_records(out)
-    expected = {("naive", 0), ("lwf", 0), ("lwf-la", 0), ("m2kd", 0), ("m2kd-full", 0), ("replay", 10),
-                ("replay-la", 10), ("lwf", 10), ("lwf-la", 10), ("icarl", 10), ("er-ace", 10), ("der", 10),
-                ("bic", 10), ("m2kd", 10), ("m2kd-full", 10)}
+    expected = {
+        ("naive", 0),
+        ("lwf", 0),
+        ("lwf-la", 0),
+        ("m2kd", 0),
+        ("m2kd-full", 0),
+        ("replay", 10),
+        ("replay-la", 10),
+        ("lwf", 10),
+        ("lwf-la", 10),
+        ("icarl", 10),
+        ("er-ace", 10),
+        ("der", 10),
+        ("bic", 10),
+        ("m2kd", 10),
+        ("m2kd-full", 10),
+    }
     assert {(r["method"], r["budget"]) for r in records} == expected
     for r in records:
         assert len(r["accuracy"]) == len(r["matrix"]) == 2
@@ -44,10 +58,15 @@ def test_run_and_report(fmnist_root, tmp_path, capsys):
         assert r["average_incremental_accuracy"] == pytest.approx(sum(r["accuracy"]) / 2)
         assert r["wall_time_s"] > 0 and r["forgetting"][0] == 0.0
         assert r["exemplar_bytes"] == (10 * 784 if r["budget"] else 0)
-        assert r["class_order"] == "fixed" and r["classes"] == list(range(10)) and r["total_memory"] is None
+        assert (
+            r["class_order"] == "fixed"
+            and r["classes"] == list(range(10))
+            and r["total_memory"] is None
+        )
         assert r["stored_total"] == sum(r["stored_bytes"].values())
     by = {(r["method"], r["budget"]): r for r in records}
-    assert by[("der", 10)]["stored_bytes"]["logits"] == 10 * 10 * 4  # fp32 logits of the fixed 10-unit head
+    # fp32 logits of the fixed 10-unit head
+    assert by[("der", 10)]["stored_bytes"]["logits"] == 10 * 10 * 4
     assert by[("bic", 10)]["stored_bytes"]["validation"] == 1 * 784  # int(0.1 * 10) held-out images
     assert by[("m2kd", 10)]["snapshot_bytes"] > 0 and by[("replay", 10)]["snapshot_bytes"] == 0
     assert by[("m2kd-full", 10)]["snapshot_bytes"] > by[("m2kd", 10)]["snapshot_bytes"]
@@ -81,10 +100,13 @@ def test_bf16_variant_sets_the_distillation_plugins_teacher_dtype():
     from benchmarks.methods import METHODS, Setting
 
     options = compare.ABLATION["all teachers, own, bf16 teachers"]
-    setting = Setting(n_classes=10, experience_classes=(tuple(range(5)), tuple(range(5, 10))), width=4)
+    setting = Setting(
+        n_classes=10, experience_classes=(tuple(range(5)), tuple(range(5, 10))), width=4
+    )
     strategy = METHODS["m2kd"].build(10, setting, options)
     (plugin,) = [p for p in strategy.plugins if isinstance(p, MultiModelDistillationPlugin)]
-    assert plugin.teacher_dtype is torch.bfloat16 and options["teacher_dtype"] == "bfloat16"  # still JSON
+    # still JSON
+    assert plugin.teacher_dtype is torch.bfloat16 and options["teacher_dtype"] == "bfloat16"
 
 
 def test_forgetting_definition():
@@ -99,8 +121,13 @@ def test_wandb_offline_run_holds_config_metrics_and_matrix(fmnist_root, tmp_path
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_RUN_ID", raising=False)
     out = tmp_path / "out"
-    compare.main(["run", "--root", str(fmnist_root), "--out", str(out), "--methods", "m2kd", "--budgets", "10",
-                  "--wandb"] + TINY)
+    compare.main(
+        [
+            "run", "--root", str(fmnist_root), "--out", str(out), "--methods", "m2kd", "--budgets",
+            "10", "--wandb",
+        ]
+        + TINY
+    )
     run = _read_run(_one_run_file(out))
     assert run["config"]["method"] == "m2kd" and run["config"]["budget"] == 10
     assert run["config"]["epochs"] == 1
@@ -120,7 +147,11 @@ def test_class_order_permuted_is_reproducible_from_the_seed():
 
     assert compare.class_order("fixed", 3) == list(range(10))
     order = compare.class_order("permuted", 3)
-    assert order == compare.class_order("permuted", 3) == np.random.RandomState(3).permutation(10).tolist()
+    assert (
+        order
+        == compare.class_order("permuted", 3)
+        == np.random.RandomState(3).permutation(10).tolist()
+    )
     assert sorted(order) == list(range(10)) and order != compare.class_order("permuted", 4)
     assert compare.class_order("permuted", 1993, 100)[:3] == [68, 56, 78]  # PyCIL's CIFAR-100 order
     with pytest.raises(ValueError, match="class order"):
@@ -131,43 +162,70 @@ def test_total_memory_runs_stay_within_budget_and_report(fmnist_root, tmp_path, 
     from benchmarks import methods
 
     seeds = []
-    monkeypatch.setattr(compare, "seed_everything", lambda s: (seeds.append(s), methods.seed_everything(s)))
+    monkeypatch.setattr(
+        compare, "seed_everything", lambda s: (seeds.append(s), methods.seed_everything(s))
+    )
     out = tmp_path / "out"
-    setting = methods.Setting(n_classes=10, experience_classes=(tuple(range(5)), tuple(range(5, 10))), width=4)
-    small, large = methods.METHODS["m2kd-full"].fixed_bytes(setting) - 1, 200_000  # m2kd-full's store: not in small
-    compare.main(["run", "--root", str(fmnist_root), "--out", str(out), "--class-order", "permuted",
-                  "--total-memory", str(small), str(large), "--methods", "naive", "er-ace", "der", "bic", "lwf",
-                  "m2kd", "m2kd-full"] + TINY)
+    setting = methods.Setting(
+        n_classes=10, experience_classes=(tuple(range(5)), tuple(range(5, 10))), width=4
+    )
+    # m2kd-full's store: not in small
+    small, large = methods.METHODS["m2kd-full"].fixed_bytes(setting) - 1, 200_000
+    compare.main(
+        [
+            "run", "--root", str(fmnist_root), "--out", str(out), "--class-order", "permuted",
+            "--total-memory", str(small), str(large), "--methods", "naive", "er-ace", "der", "bic",
+            "lwf", "m2kd", "m2kd-full",
+        ]
+        + TINY
+    )
     assert seeds and set(seeds) == {0}
     records = compare.load_records(out)
-    assert {r["method"] for r in records} == {"er-ace", "der", "bic", "lwf", "m2kd", "m2kd-full"}  # naive: none
+    # naive: none
+    assert {r["method"] for r in records} == {"er-ace", "der", "bic", "lwf", "m2kd", "m2kd-full"}
     for r in records:
         assert r["kind"] == "memory" and r["class_order"] == "permuted"
         assert r["classes"] == compare.class_order("permuted", 0)
         if r.get("over_budget"):
             method = methods.METHODS[r["method"]]
-            cheapest = r["predicted_fixed_bytes"] + method.exemplar_bytes(method.min_exemplars(), setting)
+            cheapest = r["predicted_fixed_bytes"] + method.exemplar_bytes(
+                method.min_exemplars(), setting
+            )
             assert r["total_memory"] == small and cheapest > small
             continue
         assert r["stored_total"] <= r["total_memory"]
-        besides = sum(v for k, v in r["stored_bytes"].items() if k not in ("exemplars", "logits", "validation"))
-        assert besides == r["predicted_fixed_bytes"], r["method"]  # M2KD's store as the dry run measured it
+        besides = sum(
+            v
+            for k, v in r["stored_bytes"].items()
+            if k not in ("exemplars", "logits", "validation")
+        )
+        # M2KD's store as the dry run measured it
+        assert besides == r["predicted_fixed_bytes"], r["method"]
     by = {(r["method"], r["total_memory"]): r for r in records}
-    assert by[("m2kd-full", small)].get("over_budget") and not by[("m2kd", small)].get("over_budget")
+    assert by[("m2kd-full", small)].get("over_budget") and not by[("m2kd", small)].get(
+        "over_budget"
+    )
     assert by[("m2kd", large)]["stored_bytes"]["snapshots"] > 0
-    assert by[("m2kd", large)]["budget"] > by[("lwf", large)]["budget"]  # its store costs less than a model
+    # its store costs less than a model
+    assert by[("m2kd", large)]["budget"] > by[("lwf", large)]["budget"]
     compare.main(["report", "--out", str(out)])
     table = (out / "results.md").read_text()
-    assert "equal total memory, stream 2x5, permuted class order" in table and "over budget" in table
+    assert (
+        "equal total memory, stream 2x5, permuted class order" in table and "over budget" in table
+    )
     assert f"| m2kd | {by[('m2kd', small)]['final_accuracy']:.3f} / " in table
-    assert (out / "memory.png").read_bytes()[:4] == b"\x89PNG" and not (out / "results.png").exists()
+    assert (out / "memory.png").read_bytes()[:4] == b"\x89PNG" and not (
+        out / "results.png"
+    ).exists()
 
 
 def test_default_total_memory_is_exemplars_plus_one_model():
     cfg = compare.parse(["run", "--total-memory"] + TINY)
     model = compare.backbone_bytes(cfg)
     assert cfg.total_memory == [200 * 784 + model, 1000 * 784 + model, 2000 * 784 + model]
-    ablation = compare.parse(["run", "--total-memory", "--ablation", "--variants", "defaults"] + TINY)
+    ablation = compare.parse(
+        ["run", "--total-memory", "--ablation", "--variants", "defaults"] + TINY
+    )
     assert ablation.total_memory == cfg.total_memory
     memory = compare.parse(["run", "--preset", "memory", "--total-memory"])
     model = compare.backbone_bytes(memory)
@@ -178,21 +236,46 @@ def test_default_total_memory_is_exemplars_plus_one_model():
 def test_ablation_variants_at_equal_total_memory(fmnist_root, tmp_path):
     out = tmp_path / "out"
     total = 20 * 784 + compare.backbone_bytes(compare.parse(["run"] + TINY))
-    compare.main(["run", "--root", str(fmnist_root), "--out", str(out), "--ablation", "--total-memory", str(total),
-                  "--variants", "defaults", "nested, no feature term"] + TINY)
+    compare.main(
+        [
+            "run", "--root", str(fmnist_root), "--out", str(out), "--ablation", "--total-memory",
+            str(total), "--variants", "defaults", "nested, no feature term",
+        ]
+        + TINY
+    )
     records = compare.load_records(out)
     assert {r["variant"] for r in records} == {"defaults", "nested, no feature term"}
-    assert all(r["kind"] == "memory" and r["method"] == "m2kd" and r["total_memory"] == total for r in records)
+    assert all(
+        r["kind"] == "memory" and r["method"] == "m2kd" and r["total_memory"] == total
+        for r in records
+    )
     assert {r["options"].get("feat_weight") for r in records} == {None, 0.0}
     assert all(r["stored_total"] <= total for r in records)
 
 
 def test_report_reads_records_without_the_new_fields(tmp_path):
-    old = dict(method="replay", variant="replay", options={}, budget=200, stream="5x2", seed=0,
-               accuracy=[0.9, 0.7], old_accuracy=[None, 0.6], new_accuracy=[0.9, 0.8], forgetting=[0.0, 0.3],
-               matrix=[[0.9, None], [0.6, 0.8]], average_incremental_accuracy=0.8, final_accuracy=0.7,
-               final_old_accuracy=0.6, wall_time_s=1.0, train_time_s=1.0, snapshot_bytes=0,
-               exemplar_bytes=200 * 784, model_bytes=1, kind="headline")
+    old = dict(
+        method="replay",
+        variant="replay",
+        options={},
+        budget=200,
+        stream="5x2",
+        seed=0,
+        accuracy=[0.9, 0.7],
+        old_accuracy=[None, 0.6],
+        new_accuracy=[0.9, 0.8],
+        forgetting=[0.0, 0.3],
+        matrix=[[0.9, None], [0.6, 0.8]],
+        average_incremental_accuracy=0.8,
+        final_accuracy=0.7,
+        final_old_accuracy=0.6,
+        wall_time_s=1.0,
+        train_time_s=1.0,
+        snapshot_bytes=0,
+        exemplar_bytes=200 * 784,
+        model_bytes=1,
+        kind="headline",
+    )
     path = tmp_path / "runs" / "headline" / "5x2_replay_b200_s0.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(old))

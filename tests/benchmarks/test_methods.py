@@ -29,12 +29,22 @@ def _stream(per_class: int = 12, seed: int = 1):
 
     g = torch.Generator().manual_seed(seed)
     targets = [c for c in range(5) for _ in range(per_class)]
-    x = torch.rand(len(targets), 1, 28, 28, generator=g) * 0.5 + torch.tensor(targets).view(-1, 1, 1, 1) / 5
+    x = (
+        torch.rand(len(targets), 1, 28, 28, generator=g) * 0.5
+        + torch.tensor(targets).view(-1, 1, 1, 1) / 5
+    )
     data = TensorDataset(x, torch.tensor(targets))
     data.targets = targets
-    return nc_benchmark(train_dataset=data, test_dataset=data, n_experiences=4, task_labels=False, shuffle=False,
-                        fixed_class_order=list(range(5)), per_exp_classes={0: 2, 1: 1, 2: 1, 3: 1},
-                        class_ids_from_zero_from_first_exp=True)
+    return nc_benchmark(
+        train_dataset=data,
+        test_dataset=data,
+        n_experiences=4,
+        task_labels=False,
+        shuffle=False,
+        fixed_class_order=list(range(5)),
+        per_exp_classes={0: 2, 1: 1, 2: 1, 3: 1},
+        class_ids_from_zero_from_first_exp=True,
+    )
 
 
 def _trained(name: str, n_exemplars: int):
@@ -46,11 +56,15 @@ def _trained(name: str, n_exemplars: int):
 
 
 def test_registry_holds_every_headline_method_and_builds_each():
-    assert list(METHODS) == ["naive", "replay", "replay-la", "lwf", "lwf-la", "icarl", "er-ace", "der", "bic",
-                             "m2kd", "m2kd-full"]
+    assert list(METHODS) == [
+        "naive", "replay", "replay-la", "lwf", "lwf-la", "icarl", "er-ace", "der", "bic", "m2kd",
+        "m2kd-full",
+    ]
     for name, method in METHODS.items():
         assert isinstance(method, Method) and method.name == name
-        strategy = method.build(0 if method.exemplars != "required" else 10, SETTING, FAST.get(name))
+        strategy = method.build(
+            0 if method.exemplars != "required" else 10, SETTING, FAST.get(name)
+        )
         assert isinstance(strategy, SupervisedTemplate)
     with pytest.raises(ValueError, match="already registered"):
         methods.register(methods.NaiveMethod("naive"))
@@ -61,7 +75,9 @@ def test_registry_holds_every_headline_method_and_builds_each():
 @pytest.fixture(scope="module")
 def trained():
     """Every method trained once with 10 exemplars (naive without)."""
-    return {name: _trained(name, 0 if m.exemplars == "never" else 10) for name, m in METHODS.items()}
+    return {
+        name: _trained(name, 0 if m.exemplars == "never" else 10) for name, m in METHODS.items()
+    }
 
 
 def test_stored_bytes_per_method(trained):
@@ -75,9 +91,11 @@ def test_stored_bytes_per_method(trained):
         assert stored[name] == dict(stored["replay"], models=model)
     assert stored["der"]["exemplars"] == 10 * image and stored["der"]["logits"] == 10 * 5 * 4
     assert stored["icarl"]["exemplars"] == 5 * math.ceil(10 / 5) * image
-    assert stored["icarl"]["models"] > model_bytes(SETTING.model("fixed"))  # its classifier holds class means
+    # its classifier holds class means
+    assert stored["icarl"]["models"] > model_bytes(SETTING.model("fixed"))
     assert stored["bic"]["validation"] == 1 * image and stored["bic"]["models"] == model
-    assert 0 < stored["bic"]["exemplars"] <= 10 * image and stored["bic"]["other"] == 4 + 4 + 8  # one bias layer
+    # one bias layer
+    assert 0 < stored["bic"]["exemplars"] <= 10 * image and stored["bic"]["other"] == 4 + 4 + 8
     assert stored["m2kd"]["snapshots"] == trained["m2kd"].snapshots.nbytes() > 0
     assert stored["m2kd-full"]["snapshots"] > stored["m2kd"]["snapshots"]
 
@@ -90,7 +108,9 @@ def test_predicted_fixed_bytes_are_what_training_leaves(trained):
     """
     for name, strategy in trained.items():
         stored = METHODS[name].stored_bytes(strategy, SETTING)
-        besides = sum(v for k, v in stored.items() if k not in ("exemplars", "logits", "validation"))
+        besides = sum(
+            v for k, v in stored.items() if k not in ("exemplars", "logits", "validation")
+        )
         assert besides == METHODS[name].fixed_bytes(SETTING, FAST.get(name)), name
         if METHODS[name].exemplars != "never":
             memory = stored["exemplars"] + stored["logits"] + stored["validation"]
@@ -104,10 +124,13 @@ def test_total_memory_split_never_exceeds_the_budget(name):
     for total in (fixed - 1, fixed + 783, fixed + 784 * 10 + 37, fixed + 10**6):
         n = method.exemplars_for(total, SETTING, FAST.get(name))
         if n is None:
-            assert total < fixed + method.exemplar_bytes(method.min_exemplars(FAST.get(name)), SETTING, FAST.get(name))
+            assert total < fixed + method.exemplar_bytes(
+                method.min_exemplars(FAST.get(name)), SETTING, FAST.get(name)
+            )
             continue
         assert fixed + method.exemplar_bytes(n, SETTING, FAST.get(name)) <= total
-        assert fixed + method.exemplar_bytes(n + 1, SETTING, FAST.get(name)) > total  # the most that fits
+        # the most that fits
+        assert fixed + method.exemplar_bytes(n + 1, SETTING, FAST.get(name)) > total
 
 
 def test_total_memory_prices():
@@ -119,15 +142,21 @@ def test_total_memory_prices():
     bic = METHODS["bic"].exemplars_for(total, SETTING, FAST["bic"])
     assert bic + int(0.1 * bic) <= (total - METHODS["bic"].fixed_bytes(SETTING)) // 784
     m2kd = METHODS["m2kd"].exemplars_for(total, SETTING)
-    assert m2kd == (total - METHODS["m2kd"].fixed_bytes(SETTING)) // 784 and m2kd > lwf  # its store is smaller
+    # its store is smaller
+    assert m2kd == (total - METHODS["m2kd"].fixed_bytes(SETTING)) // 784 and m2kd > lwf
     assert METHODS["naive"].exemplars_for(total, SETTING) is None
-    assert METHODS["m2kd-full"].exemplars_for(METHODS["m2kd-full"].fixed_bytes(SETTING) - 1, SETTING) is None
+    assert (
+        METHODS["m2kd-full"].exemplars_for(METHODS["m2kd-full"].fixed_bytes(SETTING) - 1, SETTING)
+        is None
+    )
 
 
 def test_icarl_price_covers_its_rounded_up_class_shares():
     # 2, 3, 4, 5 classes seen: ceil(11 / k) * k is 12, 12, 12, 15 exemplars
     assert METHODS["icarl"].exemplar_bytes(11, SETTING) == 15 * 784
-    assert METHODS["icarl"].exemplars_for(METHODS["icarl"].fixed_bytes(SETTING) + 11 * 784, SETTING) == 8  # holds at most 8, 9, 8, 10; 9 would hold 12
+    # holds at most 8, 9, 8, 10; 9 would hold 12
+    fixed = METHODS["icarl"].fixed_bytes(SETTING)
+    assert METHODS["icarl"].exemplars_for(fixed + 11 * 784, SETTING) == 8
 
 
 def test_seed_everything_seeds_random_numpy_and_torch():
@@ -152,14 +181,18 @@ def test_bic_scheduler_workaround_is_scoped(trained):
     bic = methods._bic_module
     assert bic.MultiStepLR is torch.optim.lr_scheduler.MultiStepLR  # restored after the runs
     plugin = methods._plugin(trained["bic"], bic.BiCPlugin)
-    assert plugin.bias_layer is not None and plugin.bias_layer.clss.tolist() == [4]  # bias correction ran
+    # bias correction ran
+    assert plugin.bias_layer is not None and plugin.bias_layer.clss.tolist() == [4]
     with methods._bic_scheduler_without_verbose():
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-        bic.MultiStepLR(opt, milestones=[1], gamma=0.1, verbose=False)  # Avalanche's call goes through
+        # avalanche's call goes through
+        bic.MultiStepLR(opt, milestones=[1], gamma=0.1, verbose=False)
     assert bic.MultiStepLR is torch.optim.lr_scheduler.MultiStepLR
 
 
-def test_der_masks_unseen_classes_like_an_incremental_head_and_keeps_logits_of_the_fixed_head(trained):
+def test_der_masks_unseen_classes_like_an_incremental_head_and_keeps_logits_of_the_fixed_head(
+    trained,
+):
     from types import SimpleNamespace
 
     from avalanche_m2kd.plugins import SeenClassesMaskingPlugin
@@ -167,7 +200,9 @@ def test_der_masks_unseen_classes_like_an_incremental_head_and_keeps_logits_of_t
     der = trained["der"]
     assert der.model.classifier.out_features == 5  # a fixed head over all classes
     assert all(t.shape == (5,) for t in der.storage_policy.buffer.logits)
-    assert [type(p) for p in der.plugins if isinstance(p, SeenClassesMaskingPlugin)] == [SeenClassesMaskingPlugin]
+    assert [type(p) for p in der.plugins if isinstance(p, SeenClassesMaskingPlugin)] == [
+        SeenClassesMaskingPlugin
+    ]
     eval_only = METHODS["der"].build(10, SETTING, {"mask_unseen": "eval"})
     assert any(isinstance(p, methods._PredictSeenClasses) for p in eval_only.plugins)
     state = SimpleNamespace(experience=_stream().train_stream[0], mb_output=torch.zeros(3, 5))
@@ -184,7 +219,8 @@ def test_bic_distils_over_the_classes_as_its_paper_does():
     paper = methods._BiCPlugin(mem_size=10, T=2)
     expected = -(torch.softmax(old / 2, dim=1) * torch.log_softmax(new / 2, dim=1)).sum(1).mean()
     assert torch.allclose(paper.cross_entropy(new, old), expected)
-    shipped = methods._BiCPlugin(mem_size=10, T=2, distillation="avalanche")  # softmax over the mini-batch
+    # softmax over the mini-batch
+    shipped = methods._BiCPlugin(mem_size=10, T=2, distillation="avalanche")
     expected = -(torch.softmax(old / 2, dim=0) * torch.log_softmax(new / 2, dim=1)).sum(1).mean()
     assert torch.allclose(shipped.cross_entropy(new, old), expected)
     with pytest.raises(ValueError, match="distillation"):

@@ -16,24 +16,42 @@ def test_measure_reports_positive_times_and_consistent_ratios():
 
 def test_main_prints_one_row_per_teacher_count(capsys):
     step_cost.main(["--teachers", "1", "2", "--batch", "2", "--reps", "1"])
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    rows = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ") and line[2].isdigit()
+    ]
     assert [row.split("|")[1].strip() for row in rows] == ["1", "2"]
 
 
 def test_comparison_rows_hold_the_baseline_and_every_variant(capsys):
     step_cost.main(["--teachers", "2", "--batch", "2", "--reps", "1", "--teacher-dtype", "bfloat16",
                     "--channels-last", "all", "--uncached-teachers"])
-    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 |")]
-    assert [r[2].strip() for r in rows] == ["default", "bfloat16", "channels_last all",
-                                           "bfloat16 + channels_last all", "nested, cache_teachers=False"]
+    rows = [
+        line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 |")
+    ]
+    assert [r[2].strip() for r in rows] == [
+        "default",
+        "bfloat16",
+        "channels_last all",
+        "bfloat16 + channels_last all",
+        "nested, cache_teachers=False",
+    ]
     assert float(rows[0][4]) == 1.0 and all(float(r[3]) > 0 for r in rows)
 
 
 def test_teacher_batching_rows_compare_vmap_and_streams_with_the_loop(capsys):
-    step_cost.main(["--teachers", "2", "--batch", "2", "--reps", "1", "--teacher-batching", "vmap", "streams",
-                    "--teacher-dtype", "bfloat16"])
-    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 |")]
-    assert [r[2].strip() for r in rows] == ["default", "bfloat16", "teacher_batching=vmap",
-                                           "bfloat16 + teacher_batching=vmap", "teacher_batching=streams",
-                                           "bfloat16 + teacher_batching=streams"]
+    step_cost.main(
+        [
+            "--teachers", "2", "--batch", "2", "--reps", "1", "--teacher-batching", "vmap",
+            "streams", "--teacher-dtype", "bfloat16",
+        ]
+    )
+    rows = [
+        line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 |")
+    ]
+    assert [r[2].strip() for r in rows] == [
+        "default", "bfloat16", "teacher_batching=vmap", "bfloat16 + teacher_batching=vmap",
+        "teacher_batching=streams", "bfloat16 + teacher_batching=streams",
+    ]
     assert all(float(r[3]) > 0 for r in rows)

@@ -11,7 +11,8 @@ from benchmarks import teacher_memory
 def test_uncached_teachers_hold_one_model_at_most_and_none_after_a_step(mode):
     cached = teacher_memory.measure(mode, True, n_teachers=3, batch=2, reps=1)
     uncached = teacher_memory.measure(mode, False, n_teachers=3, batch=2, reps=1)
-    owners = uncached["held_after"]  # nested: the owner indices, unpacked (1 byte per prunable weight)
+    # nested: the owner indices, unpacked (1 byte per prunable weight)
+    owners = uncached["held_after"]
     assert uncached["teachers_after"] == 0 and (owners > 0) == (mode == "nested")
     one = uncached["held_during"] - owners  # one dense teacher
     assert one > 4 * owners and cached["teachers_after"] == 3
@@ -20,8 +21,15 @@ def test_uncached_teachers_hold_one_model_at_most_and_none_after_a_step(mode):
 
 
 def test_main_prints_one_row_per_mode_and_setting(monkeypatch, capsys):
-    monkeypatch.setattr(teacher_memory, "_in_subprocess",
-                        lambda mode, cache, args: teacher_memory.measure(mode, cache, args.teachers, args.batch, 1))
+    monkeypatch.setattr(
+        teacher_memory,
+        "_in_subprocess",
+        lambda mode, cache, args: teacher_memory.measure(mode, cache, args.teachers, args.batch, 1),
+    )
     teacher_memory.main(["--teachers", "2", "--batch", "2", "--reps", "1", "--modes", "full"])
-    rows = [line.split("|")[1:3] for line in capsys.readouterr().out.splitlines() if line.startswith("| full")]
+    rows = [
+        line.split("|")[1:3]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| full")
+    ]
     assert [(m.strip(), c.strip()) for m, c in rows] == [("full", "True"), ("full", "False")]

@@ -46,7 +46,9 @@ def synthetic_cifar(n_classes: int = 100, per_class: int = 2, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n_classes).repeat(per_class)
     train = TensorClassificationDataset(torch.rand(len(y), 3, 32, 32, generator=g), y)
-    test = TensorClassificationDataset(torch.rand(n_classes, 3, 32, 32, generator=g), torch.arange(n_classes))
+    test = TensorClassificationDataset(
+        torch.rand(n_classes, 3, 32, 32, generator=g), torch.arange(n_classes)
+    )
     return train, test
 
 
@@ -122,7 +124,8 @@ def test_labels_are_positions_in_the_order():
     )
     for exp in bench.test_stream[:2]:
         for x, y, _ in exp.dataset:
-            original = next(j for j in range(100) if torch.equal(test.x[j], x))  # test image j is class j
+            # test image j is class j
+            original = next(j for j in range(100) if torch.equal(test.x[j], x))
             assert order[y] == original
 
 
@@ -132,7 +135,9 @@ def test_labels_are_positions_in_the_order():
 )
 def test_base_experience_splits(n_experiences, first, sizes):
     train, test = synthetic_cifar()
-    bench = split_cifar100(n_experiences, first_exp_classes=first, train_dataset=train, test_dataset=test)
+    bench = split_cifar100(
+        n_experiences, first_exp_classes=first, train_dataset=train, test_dataset=test
+    )
     assert [len(e.classes_in_this_experience) for e in bench.train_stream] == sizes
     assert list(bench.classes_order_original_ids[:50]) == list(CIFAR100_CLASS_ORDERS["pycil"][:50])
 
@@ -185,7 +190,10 @@ def test_same_benchmark_as_avalanche_split_cifar100(monkeypatch):
     order = list(CIFAR100_CLASS_ORDERS["icarl"])
     for ours, theirs in [
         (dict(n_experiences=10), dict(n_experiences=10)),
-        (dict(n_experiences=6, first_exp_classes=50), dict(n_experiences=6, first_exp_with_half_classes=True)),
+        (
+            dict(n_experiences=6, first_exp_classes=50),
+            dict(n_experiences=6, first_exp_with_half_classes=True),
+        ),
     ]:
         a = split_cifar100(class_order="icarl", train_dataset=train, test_dataset=test, **ours)
         b = ccifar100.SplitCIFAR100(
@@ -194,7 +202,7 @@ def test_same_benchmark_as_avalanche_split_cifar100(monkeypatch):
         )
         assert a.classes_order == b.classes_order
         for stream in ("train_stream", "test_stream"):
-            for ea, eb in zip(getattr(a, stream), getattr(b, stream)):
+            for ea, eb in zip(getattr(a, stream), getattr(b, stream), strict=True):
                 assert ea.classes_in_this_experience == eb.classes_in_this_experience
                 assert len(ea.dataset) == len(eb.dataset)
 
@@ -217,7 +225,9 @@ def _write_fake_cifar100(root, monkeypatch, per_class: int = 1) -> None:
     md5 = {name: calculate_md5(folder / name) for name in ("train", "test", "meta")}
     monkeypatch.setattr(CIFAR100, "train_list", [["train", md5["train"]]])
     monkeypatch.setattr(CIFAR100, "test_list", [["test", md5["test"]]])
-    monkeypatch.setattr(CIFAR100, "meta", {"filename": "meta", "key": "fine_label_names", "md5": md5["meta"]})
+    monkeypatch.setattr(
+        CIFAR100, "meta", {"filename": "meta", "key": "fine_label_names", "md5": md5["meta"]}
+    )
 
 
 def test_files_on_disk_are_loaded_offline(tmp_path, monkeypatch, no_network):

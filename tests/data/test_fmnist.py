@@ -40,7 +40,9 @@ def test_split_without_files_says_how_to_prepare(tmp_path):
     [("5x2", [2, 2, 2, 2, 2]), ("2+1", [2] + [1] * 8), ("2x5", [5, 5]), ("4+2", [4, 2, 2, 2])],
 )
 def test_streams(fmnist_root, stream, sizes):
-    benchmark = split_fmnist(stream, dataset_root=fmnist_root, max_train_per_class=5, max_test_per_class=3)
+    benchmark = split_fmnist(
+        stream, dataset_root=fmnist_root, max_train_per_class=5, max_test_per_class=3
+    )
     assert [len(e.classes_in_this_experience) for e in benchmark.train_stream] == sizes
     assert [len(e.dataset) for e in benchmark.train_stream] == [5 * n for n in sizes]
     assert [len(e.dataset) for e in benchmark.test_stream] == [3 * n for n in sizes]
@@ -63,7 +65,7 @@ def test_same_benchmark_as_avalanche_split_fmnist(fmnist_root):
     ours = split_fmnist("5x2", dataset_root=fmnist_root, class_order=order)
     theirs = SplitFMNIST(5, fixed_class_order=order, return_task_id=False,
                          class_ids_from_zero_from_first_exp=True, dataset_root=fmnist_root)
-    for a, b in zip(ours.train_stream, theirs.train_stream):
+    for a, b in zip(ours.train_stream, theirs.train_stream, strict=True):
         assert a.classes_in_this_experience == b.classes_in_this_experience
         assert len(a.dataset) == len(b.dataset)
         xa, ya, *_ = a.dataset[3]

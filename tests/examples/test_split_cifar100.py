@@ -55,7 +55,7 @@ def test_resnet32_stage_names_exist(example):
     from avalanche.models import make_icarl_net
 
     names = dict(make_icarl_net(num_classes=100).named_modules())
-    for stage, channels in zip(example.RESNET32_STAGES, (16, 32, 64)):
+    for stage, channels in zip(example.RESNET32_STAGES, (16, 32, 64), strict=True):
         assert names[stage][-1].direct[-1].num_features == channels  # last block's last BN
 
 
