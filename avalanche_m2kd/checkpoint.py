@@ -419,8 +419,8 @@ def _resize(model: nn.Module, name: str, saved: torch.Tensor, current: torch.Ten
                 )
             module.out_features = saved.shape[0]
         setattr(module, leaf, nn.Parameter(torch.empty_like(saved, device=current.device)))
-    elif leaf in module._buffers and current.dim() == saved.dim():
-        module._buffers[leaf] = torch.empty_like(saved, device=current.device)
+    elif leaf in dict(module.named_buffers(recurse=False)) and current.dim() == saved.dim():
+        module.register_buffer(leaf, torch.empty_like(saved, device=current.device))  # saved: persistent
     else:
         raise CheckpointMismatchError(
             f"The checkpoint's {name!r} has shape {tuple(saved.shape)}, this model's "

@@ -1,4 +1,4 @@
-"""The teacher options every distillation plugin shares: autocast dtype and caching."""
+"""The teacher runner every distillation plugin is built on: options, caching, one run per step."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import pytest
 import torch
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 
-from avalanche_m2kd import M2KDStrategy, MultiLevelDistillationPlugin, MultiModelDistillationPlugin, SnapshotStore
+import avalanche_m2kd.plugins
+from avalanche_m2kd import (
+    M2KDStrategy,
+    MultiLevelDistillationPlugin,
+    MultiModelDistillationPlugin,
+    SnapshotStore,
+    TeacherOptions,
+    TeacherPlugin,
+)
 
 
 def _plugins_on_store(conv_net, **options):
@@ -142,3 +150,65 @@ def test_teachers_follow_inputs_replaced_after_before_forward(conv_net):
     for plugin in plugins:
         plugin.before_backward(strategy)
     assert torch.equal(strategy.loss, _distillation_loss(model, plugins, strategy, augmented))
+
+
+@pytest.mark.parametrize("order", ["logits first", "features first"])
+def test_a_teacher_both_plugins_share_runs_once_per_step_in_either_order(conv_net, order):
+    """One TeacherOptions for both plugins: each teacher runs once per mini-batch, whichever
+    plugin asks first, and the loss is the same in both orders."""
+    model, store, (mm, ml), strategy = _plugins_on_store(conv_net)
+    shared = TeacherOptions(teacher_bn="batch", cache_teachers=None)
+    mm.teacher_options = ml.teacher_options = shared
+    plugins = (mm, ml) if order == "logits first" else (ml, mm)
+    x = torch.randn(16, 1, 8, 8)
+    reference = _distillation_loss(model, (mm, ml), strategy, x)
+    store.end_step()
+    calls = []
+    for k in range(len(store)):
+        forward = store.teacher(k).module.forward
+        store.teacher(k).module.forward = lambda inp, k=k, f=forward: (calls.append(k), f(inp))[1]
+    strategy.mb_x = x
+    for plugin in plugins:
+        plugin.before_forward(strategy)
+    strategy.mb_output = model(x)
+    strategy.loss = torch.zeros(())
+    for plugin in plugins:
+        plugin.before_backward(strategy)
+    assert sorted(calls) == [0, 1, 2]  # both plugins distil from all 3: each ran once
+    assert torch.allclose(strategy.loss, reference, rtol=1e-6, atol=0)
+
+
+class _LogitL2(TeacherPlugin, supports_distributed=True):
+    """A distillation loss of one's own on the public base: L2 to the last snapshot's logits."""
+
+    def teacher_outputs(self, strategy):
+        ids = self.teacher_ids("last")
+        return [logits for logits, _ in self.run_teachers(ids, strategy.mb_x)] if ids else None
+
+    def before_backward(self, strategy, **kwargs):
+        targets = self.pending_outputs(strategy)
+        if targets is not None:
+            strategy.loss = strategy.loss + (strategy.mb_output - targets[0]).pow(2).mean()
+
+
+def test_a_plugin_of_ones_own_on_teacher_plugin_inside_naive(digits, mlp):
+    from avalanche.training import Naive
+
+    model = mlp()
+    plugin = _LogitL2(teacher_options=TeacherOptions(teacher_dtype=torch.bfloat16, cache_teachers=False))
+    losses = []
+
+    class Spy(SupervisedPlugin):
+        def before_backward(self, strategy, **kwargs):
+            losses.append((strategy.experience.current_experience, float(strategy.loss)))
+
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                     criterion=torch.nn.CrossEntropyLoss(), train_mb_size=64,
+                     evaluator=EvaluationPlugin(loggers=[]), plugins=[plugin, Spy()])
+    for exp in digits.train_stream[:2]:
+        strategy.train(exp)
+    assert len(plugin.store) == 2 and plugin.store.mode == "full"  # its own store, recorded
+    assert plugin.store.cache_teachers is False and plugin.store.held_teachers() == []
+    assert plugin.teacher_dtype is torch.bfloat16
+    assert {e for e, _ in losses} == {0, 1}
+    assert isinstance(avalanche_m2kd.plugins.TeacherPlugin, type) and avalanche_m2kd.TeacherPlugin is TeacherPlugin
