@@ -60,7 +60,7 @@ import random
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -87,6 +87,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
+StrategyT = TypeVar("StrategyT")  # maybe_load_checkpoint gives back the strategy's own type
 FORMAT_VERSION = 1
 """The version of the layout :func:`save_checkpoint` writes, and the only one
 :func:`load_checkpoint` reads. Raised whenever a saved entry changes meaning or a
@@ -305,11 +306,11 @@ def load_checkpoint(
 
 
 def maybe_load_checkpoint(
-    strategy: Any,
+    strategy: StrategyT,
     path: str | os.PathLike,
     train_stream: Sequence[Any],
     map_location: str | torch.device | None = None,
-) -> tuple[Any, int]:
+) -> tuple[StrategyT, int]:
     """Resume from ``path`` if it exists: ``(strategy, first experience to train)``.
 
     The return value mirrors Avalanche's ``maybe_load_checkpoint``; with no file
