@@ -26,25 +26,16 @@ import torch
 from torch import Tensor, nn
 
 from avalanche_m2kd.features import find_head
-from avalanche_m2kd.frozen_teacher import FrozenTeacher, TeacherBatchNorm, validate_teacher_dtype
-from avalanche_m2kd.storage import (
-    NestedStorage,
-    SnapshotMode,
-    SnapshotStorage,
-    make_storage,
-)
+from avalanche_m2kd.frozen_teacher import FrozenTeacher, TeacherBatchNorm
+from avalanche_m2kd.frozen_teacher import validate_teacher_dtype as validate_teacher_dtype
+from avalanche_m2kd.storage import NestedStorage, SnapshotMode, SnapshotStorage, make_storage
 
 if TYPE_CHECKING:  # batched_teachers imports this module's names for its types
     from avalanche_m2kd.batched_teachers import TeacherBatching
 
-__all__ = [
-    "FrozenTeacher",
-    "SnapshotMode",
-    "SnapshotStore",
-    "TeacherBatchNorm",
-    "prunable_weight_names",
-    "validate_teacher_dtype",
-]
+# FrozenTeacher, TeacherBatchNorm, validate_teacher_dtype (avalanche_m2kd.frozen_teacher)
+# and SnapshotMode (avalanche_m2kd.storage) are importable from here too, as before.
+__all__ = ["SnapshotStore", "prunable_weight_names"]
 
 _PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -73,7 +64,7 @@ class SnapshotStore:
     Args:
         storage: how snapshots are kept: a :class:`~avalanche_m2kd.storage.SnapshotStorage`
             object, or ``"nested"`` (default), ``"pruned"`` or ``"full"``, turned into
-            one by :func:`~avalanche_m2kd.storage.make_storage`.
+            one by :func:`~avalanche_m2kd.storage.modes.make_storage`.
         head_name: dotted name of the classifier head; found with
             :func:`~avalanche_m2kd.features.find_head` when ``None``.
         pruned_density: with ``storage="pruned"``, the
@@ -118,7 +109,7 @@ class SnapshotStore:
 
     @property
     def mode(self) -> str:
-        """The storage's name: ``"nested"``, ``"pruned"``, ``"full"`` (or another's)."""
+        """Name of the storage (``"nested"``, ``"pruned"``, ``"full"``, or another's)."""
         return self.storage.mode
 
     @property
@@ -189,8 +180,9 @@ class SnapshotStore:
 
     @property
     def owner_bits(self) -> int:
-        """Nested storage's :attr:`~avalanche_m2kd.storage.NestedStorage.owner_bits`;
-        ``0`` for a storage without owner indices."""
+        """Nested storage's ``owner_bits`` (see
+        :class:`~avalanche_m2kd.storage.NestedStorage`); ``0`` for a storage without
+        owner indices."""
         return getattr(self.storage, "owner_bits", 0)
 
     def owner(self, name: str) -> Tensor:

@@ -97,7 +97,7 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
     Args:
         mode: the storage: ``"nested"`` (default: the paper's memory idea),
             ``"pruned"``, ``"full"`` (made by
-            :func:`~avalanche_m2kd.storage.make_storage`), or a
+            :func:`~avalanche_m2kd.storage.modes.make_storage`), or a
             :class:`~avalanche_m2kd.storage.SnapshotStorage` object.
         prune_ratio: with nested storage, :class:`NestedTrainingPlugin`'s schedule
             (default ``"fair"``). With ``"pruned"``, the fraction of weights dropped

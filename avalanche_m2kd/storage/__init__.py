@@ -12,7 +12,7 @@ never branches on which one it holds (as Avalanche's ``ReplayPlugin`` is handed 
 * :class:`FullStorage` — plain copies; exact, the reference for memory.
 
 The strings of ``snapshot_mode`` (``"nested"``, ``"pruned"``, ``"full"``) are turned
-into these objects in one place, :func:`make_storage`.
+into these objects in one place, :func:`~avalanche_m2kd.storage.modes.make_storage`.
 
 Example:
     >>> make_storage("pruned", pruned_density=0.25)
@@ -23,11 +23,10 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
-
 from avalanche_m2kd.storage.base import FullStorage, SnapshotStorage, tensor_nbytes
+from avalanche_m2kd.storage.modes import SnapshotMode, make_storage
 from avalanche_m2kd.storage.nested import NestedStorage
-from avalanche_m2kd.storage.pruned import PrunedStorage, check_density
+from avalanche_m2kd.storage.pruned import PrunedStorage
 
 __all__ = [
     "FullStorage",
@@ -38,45 +37,3 @@ __all__ = [
     "make_storage",
     "tensor_nbytes",
 ]
-
-SnapshotMode = Literal["nested", "pruned", "full"]
-_MODES: dict[str, type[SnapshotStorage]] = {
-    "nested": NestedStorage,
-    "pruned": PrunedStorage,
-    "full": FullStorage,
-}
-
-
-def make_storage(
-    storage: SnapshotMode | SnapshotStorage, pruned_density: float | None = None
-) -> SnapshotStorage:
-    """The storage object for ``storage``: a ``snapshot_mode`` string, or an object.
-
-    Args:
-        storage: ``"nested"``, ``"pruned"`` or ``"full"``, or a
-            :class:`SnapshotStorage`, returned as it is.
-        pruned_density: :class:`PrunedStorage`'s ``density`` for ``"pruned"``
-            (``None``: its default); checked whenever it is given, used only for
-            ``"pruned"``.
-
-    Raises:
-        ValueError: an unknown mode, a density outside ``(0, 1]``, or a density
-            given with a storage object (give it to the object instead).
-    """
-    if pruned_density is not None:
-        check_density(pruned_density, "pruned_density")
-    if isinstance(storage, SnapshotStorage):
-        if pruned_density is not None:
-            raise ValueError(
-                f"Expected argument `pruned_density` to be None with a storage object, but "
-                f"got {pruned_density!r}: pass PrunedStorage(density=...) instead"
-            )
-        return storage
-    if not isinstance(storage, str) or storage not in _MODES:
-        raise ValueError(
-            f"Expected argument `snapshot_mode` to be one of {tuple(_MODES)} or a "
-            f"SnapshotStorage, but got {storage!r}"
-        )
-    if storage == "pruned" and pruned_density is not None:
-        return PrunedStorage(pruned_density)
-    return _MODES[storage]()
