@@ -56,13 +56,11 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-import random
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 from avalanche.distributed import DistributedHelper
 from avalanche.models.dynamic_optimizers import update_optimizer
@@ -76,6 +74,7 @@ from avalanche_m2kd.plugin_state import (
     plugin_state,
     stateful_plugins,
 )
+from avalanche_m2kd.rng import rng_state, set_rng_state
 from avalanche_m2kd.stream import experience_classes
 
 __all__ = [
@@ -155,7 +154,7 @@ def save_checkpoint(strategy: Any, path: str | os.PathLike) -> None:
         "plugins": {key: plugin_state(p) for key, p in stateful_plugins(strategy)},
         "clock": {f: int(getattr(strategy.clock, f)) for f in _CLOCK_FIELDS},
         "evaluator": _evaluator_blob(strategy),
-        "rng": _rng_state(),
+        "rng": rng_state(),
     }
     _atomic_save(state, Path(path))
     if DistributedHelper.is_distributed:
@@ -225,18 +224,6 @@ def _evaluator_blob(strategy: Any) -> bytes:
     return pickle.dumps({f: getattr(ev, f) for f in EVALUATOR_STATE if hasattr(ev, f)})
 
 
-def _rng_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
 # --------------------------------------------------------------------- loading
 def load_checkpoint(
     strategy: Any,
@@ -301,7 +288,7 @@ def load_checkpoint(
         setattr(strategy.clock, f, state["clock"][f])
     for f, value in pickle.loads(state["evaluator"]).items():
         setattr(strategy.evaluator, f, value)
-    _set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     return done
 
 
@@ -464,17 +451,3 @@ def _check_stream(saved_plugins: dict[str, Any], experiences: list[Any]) -> None
                 f"stream's first experiences have {given}: resume with the stream (and class "
                 "order / seed) of the original run"
             )
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(_tuples(state["python"]))
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _tuples(value: Any) -> Any:
-    """``random.setstate`` wants the nested tuples ``getstate`` gave (saved as lists)."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
