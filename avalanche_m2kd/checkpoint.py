@@ -206,7 +206,8 @@ def _optimizer_slots(strategy: Any) -> list[list[str | list[int]]] | None:
     if mapping is None:
         return None
     names = {id(p): n for n, p in mapping.items()}
-    return [[names.get(id(p), list(p.shape)) for p in g["params"]] for g in strategy.optimizer.param_groups]
+    groups = strategy.optimizer.param_groups
+    return [[names.get(id(p), list(p.shape)) for p in g["params"]] for g in groups]
 
 
 def _scaler_state(strategy: Any) -> dict[str, Any] | None:
@@ -386,9 +387,10 @@ def _load_model(
     if slots is None:  # written before optimizer slots were saved
         update_optimizer(strategy.optimizer, mapping, before, reset_state=True)
     else:
-        for group, entries in zip(strategy.optimizer.param_groups, slots):
+        for group, entries in zip(strategy.optimizer.param_groups, slots, strict=False):
             group["params"] = [
-                mapping[e] if isinstance(e, str) else nn.Parameter(torch.zeros(e, device=strategy.device))
+                mapping[e] if isinstance(e, str)
+                else nn.Parameter(torch.zeros(e, device=strategy.device))
                 for e in entries
             ]
         strategy.optimizer.state = collections.defaultdict(dict)
@@ -398,7 +400,8 @@ def _load_model(
 def _resize(model: nn.Module, name: str, saved: torch.Tensor, current: torch.Tensor) -> None:
     module_name, _, leaf = name.rpartition(".")
     module = model.get_submodule(module_name)
-    if isinstance(module, nn.Linear) and leaf in ("weight", "bias") and current.dim() == saved.dim():
+    same_rank = current.dim() == saved.dim()
+    if isinstance(module, nn.Linear) and leaf in ("weight", "bias") and same_rank:
         if leaf == "weight":
             if saved.shape[1] != module.in_features:
                 raise CheckpointMismatchError(
@@ -407,8 +410,9 @@ def _resize(model: nn.Module, name: str, saved: torch.Tensor, current: torch.Ten
                 )
             module.out_features = saved.shape[0]
         setattr(module, leaf, nn.Parameter(torch.empty_like(saved, device=current.device)))
-    elif leaf in dict(module.named_buffers(recurse=False)) and current.dim() == saved.dim():
-        module.register_buffer(leaf, torch.empty_like(saved, device=current.device))  # saved: persistent
+    elif leaf in dict(module.named_buffers(recurse=False)) and same_rank:
+        # in the saved state_dict, so persistent: register_buffer's default
+        module.register_buffer(leaf, torch.empty_like(saved, device=current.device))
     else:
         raise CheckpointMismatchError(
             f"The checkpoint's {name!r} has shape {tuple(saved.shape)}, this model's "

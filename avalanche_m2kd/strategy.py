@@ -43,7 +43,9 @@ __all__ = ["M2KDStrategy"]
 # Avalanche 0.6 warns, at every construction, that a strategy's signature accepts
 # positional arguments. Ours does on purpose (Avalanche's own order, so that it swaps
 # into existing scripts); its separate warning about positional *calls* is kept.
-warnings.filterwarnings("ignore", message=r".*Your strategy M2KDStrategy\.__init__ method still has")
+warnings.filterwarnings(
+    "ignore", message=r".*Your strategy M2KDStrategy\.__init__ method still has"
+)
 
 
 def _adjusted(criterion: nn.Module, tau: float) -> nn.Module:
@@ -74,18 +76,19 @@ def _check_training_options(
 ) -> None:
     """Refuse, at construction, what Avalanche or the snapshot plugin would refuse later."""
     check_int(train_epochs, "train_epochs", minimum=1)
-    if post_prune_epochs is not None:
-        if post_prune_epochs >= train_epochs:
-            raise ValueError(
-                f"Expected argument `post_prune_epochs` to be < train_epochs={train_epochs} "
-                f"(at least one epoch must train before pruning), but got {post_prune_epochs}"
-            )
+    if post_prune_epochs is not None and post_prune_epochs >= train_epochs:
+        raise ValueError(
+            f"Expected argument `post_prune_epochs` to be < train_epochs={train_epochs} "
+            f"(at least one epoch must train before pruning), but got {post_prune_epochs}"
+        )
     if device is None:  # Avalanche's default: "cpu"
         return
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"Expected argument `device` to be a torch device, but got {device!r}") from err
+        raise ValueError(
+            f"Expected argument `device` to be a torch device, but got {device!r}"
+        ) from err
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -213,7 +216,7 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
         self,
         model: nn.Module,
         optimizer: Optimizer,
-        criterion: nn.Module = nn.CrossEntropyLoss(),
+        criterion: nn.Module = nn.CrossEntropyLoss(),  # noqa: B008 - Avalanche's signature
         train_mb_size: int = 1,
         train_epochs: int = 1,
         eval_mb_size: int | None = None,
@@ -288,16 +291,20 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
             recalibrate_bn=snapshot.recalibrate_bn,
         )
         store = self.masking.store
-        store.cache_teachers = teacher.cache_teachers  # a setting of the store its owner made
+        if teacher.cache_teachers is not None:  # a setting of the store its owner made
+            store.cache_teachers = teacher.cache_teachers
         shared = dataclasses.replace(teacher, cache_teachers=None)  # the plugins leave it
-        on_store = {"store": store, "head_name": head_name}
         m2kd: list[SupervisedPlugin] = [
             self.masking,
             SeenClassesMaskingPlugin(),
-            MultiModelDistillationPlugin.from_options(distillation, shared, **on_store),
+            MultiModelDistillationPlugin.from_options(
+                distillation, shared, store=store, head_name=head_name
+            ),
         ]
         if distillation.feat_weight > 0:
-            m2kd.append(MultiLevelDistillationPlugin.from_options(distillation, shared, **on_store))
+            m2kd.append(MultiLevelDistillationPlugin.from_options(
+                distillation, shared, store=store, head_name=head_name
+            ))
         if mem_size > 0:
             buffer = ClassBalancedBuffer(mem_size, HeadInputHerding(head_name))
             m2kd.append(_ExemplarReplay(mem_size, storage_policy=buffer))

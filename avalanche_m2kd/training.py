@@ -1,4 +1,4 @@
-"""Training infrastructure for any Avalanche strategy: torchrun, mixed precision, a finite-loss check.
+"""Training parts for any Avalanche strategy: torchrun, mixed precision, a finite-loss check.
 
 Nothing here is M2KD's: :class:`TrainingMixin` goes in front of any subclass of
 Avalanche's ``SupervisedTemplate`` (``Naive``, ``LwF``, ``Replay``, ...)::
@@ -173,7 +173,8 @@ class TrainingMixin:
 
     def _non_finite_message(self) -> str:
         clock = self.clock
-        inputs_ok = bool(torch.isfinite(self.mb_x).all()) if isinstance(self.mb_x, torch.Tensor) else True
+        x = self.mb_x
+        inputs_ok = bool(torch.isfinite(x).all()) if isinstance(x, torch.Tensor) else True
         bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
         if not inputs_ok:
             cause = "the mini-batch inputs contain NaN or inf: check the dataset and its transforms"

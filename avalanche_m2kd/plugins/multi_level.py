@@ -90,8 +90,8 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         ``feature_loss`` (``loss``), ``feature_teachers`` (``teachers``) and ``feat_weight``
         (``weight``)."""
         d = distillation
-        return {"feature_layers": d.feature_layers, "loss": d.feature_loss, "teachers": d.feature_teachers,
-                "weight": d.feat_weight}
+        return {"feature_layers": d.feature_layers, "loss": d.feature_loss,
+                "teachers": d.feature_teachers, "weight": d.feat_weight}
 
     def layer_specs(self, model: Any) -> list[str]:
         """The validated layer specs for ``model``."""
@@ -114,7 +114,8 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         ids = self.teacher_ids(self.teachers)
         if not ids or self.weight == 0 or self._student is None:
             return None
-        return [[feats[s] for s in self._student.specs] for _, feats in self.run_teachers(ids, strategy.mb_x)]
+        outputs = self.run_teachers(ids, strategy.mb_x)
+        return [[feats[s] for s in self._student.specs] for _, feats in outputs]
 
     def before_backward(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         teachers = self.pending_outputs(strategy)

@@ -26,7 +26,8 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
     r"""Adds ``weight * L_mm`` to the loss, distilling from every stored snapshot.
 
     .. math::
-        L_{mm} = \sum_k w_k\, T^2\, \mathrm{KL}\big(\sigma_T(z^{(k)}_{S_k}) \,\|\, \sigma_T(z_{S_k})\big)
+        L_{mm} = \sum_k w_k\, T^2\,
+            \mathrm{KL}\big(\sigma_T(z^{(k)}_{S_k}) \,\|\, \sigma_T(z_{S_k})\big)
 
     with ``S_k`` and ``w_k`` from :func:`avalanche_m2kd.losses.teacher_slices`. The
     inputs are the current mini-batch (new data and exemplars alike); teachers run
@@ -119,19 +120,24 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         """This plugin's keywords in ``distillation``: its ``temperature``, ``mm_weight``
         (``weight``), ``teacher_slice``, ``teachers`` and ``teacher_sample``."""
         d = distillation
-        return {"temperature": d.temperature, "weight": d.mm_weight, "teacher_slice": d.teacher_slice,
-                "teachers": d.teachers, "teacher_sample": d.teacher_sample}
+        return {"temperature": d.temperature, "weight": d.mm_weight,
+                "teacher_slice": d.teacher_slice, "teachers": d.teachers,
+                "teacher_sample": d.teacher_sample}
 
     def before_training_exp(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         super().before_training_exp(strategy, *args, **kwargs)
         ids = self.teacher_ids(self.teachers)
-        slices, weights = teacher_slices(self.store.classes, ids, self.teacher_slice) if ids else ([], [])
+        slices, weights = (
+            teacher_slices(self.store.classes, ids, self.teacher_slice) if ids else ([], [])
+        )
         device = getattr(strategy, "device", None)
         if device is not None:  # index tensors made once: no host-to-device copy in a step
             slices = [torch.tensor(s, dtype=torch.long, device=device) for s in slices]
         self._plan = (ids, slices, weights)
 
-    def teacher_outputs(self, strategy: Any) -> tuple[list[Tensor], list[list[int] | Tensor], list[float]] | None:
+    def teacher_outputs(
+        self, strategy: Any
+    ) -> tuple[list[Tensor], list[list[int] | Tensor], list[float]] | None:
         """The teachers' logits on the mini-batch, with their slices and weights."""
         ids, slices, weights = self._plan
         if not ids or self.weight == 0:
