@@ -123,9 +123,25 @@ DEFAULT_MEMORY_EXEMPLARS = (200, 1000, 2000)
 #: variants fix ``teacher_slice="cumulative"``: they were measured before ``own``
 #: became the default, and are kept as they ran.
 _CUM = dict(teacher_slice="cumulative")
+
+
+def _late_shares(n: int, share: float = 0.5) -> list[float]:
+    """``prune_ratio`` per experience of an ``n``-experience stream: each experience but
+    the last owns ``share / n`` of every layer (``"fair"`` gives ``1 / n``) and the last
+    keeps all that is left, a larger trainable part for the final model.
+
+    Example:
+        >>> _late_shares(5)
+        [0.9, 0.888889, 0.875, 0.857143, 0.0]
+    """
+    s = share / n
+    return [round(1 - s / (1 - t * s), 6) for t in range(n - 1)] + [0.0]
+
 ABLATION: dict[str, dict[str, Any]] = {
     "defaults": {},
     "nested, no feature term": dict(feat_weight=0.0),
+    "nested, half shares then the rest, 5 experiences": dict(prune_ratio=_late_shares(5)),
+    "nested, half shares then the rest, 9 experiences": dict(prune_ratio=_late_shares(9)),
     "nested, cumulative": dict(snapshot_mode="nested", **_CUM),
     "pruned, cumulative": dict(snapshot_mode="pruned", **_CUM),
     "full, cumulative": dict(snapshot_mode="full", **_CUM),
