@@ -64,12 +64,12 @@ def _set_tensor(module: nn.Module, name: str, value: Tensor) -> None:
     owner_name, _, attr = name.rpartition(".")
     owner = module.get_submodule(owner_name)
     if attr in owner._parameters:
-        old = owner._parameters[attr]
-        value = value.to(old.device) if old is not None else value
+        old_param = owner._parameters[attr]
+        value = value.to(old_param.device) if old_param is not None else value
         owner._parameters[attr] = nn.Parameter(value, requires_grad=False)
     elif attr in owner._buffers:
-        old = owner._buffers[attr]
-        owner._buffers[attr] = value.to(old.device) if old is not None else value
+        old_buffer = owner._buffers[attr]
+        owner._buffers[attr] = value.to(old_buffer.device) if old_buffer is not None else value
     else:
         raise KeyError(f"{name!r} is neither a parameter nor a buffer of the model")
 

@@ -229,7 +229,8 @@ class SnapshotStore:
         if self._model is None:
             self.bind(model)
         seen = [*self.classes, [int(c) for c in classes]]
-        self._records.append(self.storage.encode(model, self.head_name, self.prunable, seen))  # type: ignore[arg-type]
+        assert self.head_name is not None  # bind() sets it, and a bound store stays bound
+        self._records.append(self.storage.encode(model, self.head_name, self.prunable, seen))
         self.classes.append(seen[-1])
         self.release_teachers()
 

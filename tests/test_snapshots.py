@@ -36,7 +36,9 @@ class _Recorder(SupervisedPlugin):
 
 
 def _train(benchmark, conv_net, mode, head=None, n_exp=5, **kwargs):
-    probe = torch.cat([benchmark.test_stream[i].dataset[j][0].unsqueeze(0) for i in range(5) for j in range(4)])
+    probe = torch.cat(
+        [benchmark.test_stream[i].dataset[j][0].unsqueeze(0) for i in range(5) for j in range(4)]
+    )
     recorder = _Recorder(probe)
     model = conv_net(head=head)
     strategy = M2KDStrategy(
@@ -58,7 +60,9 @@ def _train(benchmark, conv_net, mode, head=None, n_exp=5, **kwargs):
 
 @pytest.mark.parametrize("mode", ["nested", "full"])
 @pytest.mark.parametrize("incremental_head", [False, True])
-def test_teachers_are_bit_exact_after_later_experiences(digits_images, mode, incremental_head, conv_net):
+def test_teachers_are_bit_exact_after_later_experiences(
+    digits_images, mode, incremental_head, conv_net
+):
     head = IncrementalClassifier(16, initial_out_features=2) if incremental_head else None
     strategy, recorder = _train(digits_images, conv_net, mode, head=head)
     store = strategy.snapshots
@@ -186,7 +190,7 @@ def test_teacher_index_out_of_range():
 # ------------------------------------------------ nested format, without training
 
 
-def _small_net(n_classes: int = 40) -> nn.Module:
+def _small_net(n_classes: int = 40) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
         nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, n_classes),
@@ -252,7 +256,9 @@ def test_nested_owner_width_grows_past_fifteen_snapshots():
     x, outputs, states, widths = _simulate(store, model, 17)
     assert widths[14] == 4 and widths[15:] == [5, 5]  # re-packed at the 16th snapshot
     numel = {"0.weight": 36, "4.weight": 512}
-    assert {n: store.nbytes_by_name()[n] for n in numel} == {n: math.ceil(v * 5 / 8) for n, v in numel.items()}
+    assert {n: store.nbytes_by_name()[n] for n in numel} == {
+        n: math.ceil(v * 5 / 8) for n, v in numel.items()
+    }
     owners = store.owners
     assert owners["4.weight"].dtype == torch.uint8 and int(owners["4.weight"].max()) == 17
     _assert_teachers_exact(store, x, outputs, states)  # snapshots packed at 4 bits too
@@ -263,7 +269,10 @@ def test_nested_state_dict_is_the_packed_form_and_round_trips():
     x, outputs, states, _ = _simulate(store, model, 5)
     state = store.state_dict()
     assert state["owner_bits"] == 3
-    assert {n: t.dtype for n, t in state["owners"].items()} == {"0.weight": torch.uint8, "4.weight": torch.uint8}
+    assert {n: t.dtype for n, t in state["owners"].items()} == {
+        "0.weight": torch.uint8,
+        "4.weight": torch.uint8,
+    }
     assert sum(t.numel() * t.element_size() for t in _tensors(state)) == store.nbytes()
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -300,9 +309,11 @@ def test_nested_prune_refuses_more_than_max_snapshots():
 
 
 # ------------------------------------------------------- teachers' BatchNorm statistics
-def _bn_net() -> nn.Module:
+def _bn_net() -> nn.Sequential:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 4))
+    net = nn.Sequential(
+        nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 4)
+    )
     net.train()
     for _ in range(3):  # give the running statistics values unlike any one batch's
         net(torch.randn(16, 6) * 3 + 1)
@@ -314,8 +325,9 @@ def test_teacher_batch_norm_modes():
     store = SnapshotStore("full", head_name="4")
     store.record(net, [0, 1, 2, 3])
     teacher = store.teacher(0)
-    bn = teacher.module[1]
-    stats = (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+    bn = teacher.module.get_submodule("1")
+    bn_stats = [f"1.{n}" for n in ("running_mean", "running_var", "num_batches_tracked")]
+    stats = [teacher.module.get_buffer(n).clone() for n in bn_stats]
     x = torch.randn(10, 6)
 
     # "running": the snapshot's eval-mode output.
@@ -323,19 +335,21 @@ def test_teacher_batch_norm_modes():
     # "batch": normalised with x's own statistics, dropout still off — what Avalanche's
     # LwF teacher (a train-mode copy) gives, minus the dropout.
     net.train()
-    net[3].p = 0.0
+    dropout = net[3]
+    assert isinstance(dropout, nn.Dropout)
+    dropout.p = 0.0
     expected = net(x)
     batch_out = teacher.run(x, "batch")[0]
     torch.testing.assert_close(batch_out, expected)
     assert not torch.allclose(batch_out, teacher.run(x, "running")[0])
     # The stored statistics are neither used nor changed, and the teacher stays frozen.
-    for before, after in zip(stats, (bn.running_mean, bn.running_var, bn.num_batches_tracked)):
-        assert torch.equal(before, after)
+    for before, name in zip(stats, bn_stats, strict=True):
+        assert torch.equal(before, teacher.module.get_buffer(name))
     assert not teacher.training and not bn.training and bn.track_running_stats
     # Asking again for either mode gives that mode's output.
     torch.testing.assert_close(teacher.run(x, "batch")[0], batch_out, rtol=0, atol=0)
     with pytest.raises(ValueError, match="batch_norm"):
-        teacher.run(x, "eval")
+        teacher.run(x, "eval")  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------- autocast teachers
@@ -360,7 +374,8 @@ def test_bf16_autocast_teacher_returns_float32_close_to_fp32(conv_net, batch_nor
     logits16, feats16 = teacher.run(x, batch_norm, torch.bfloat16)
     # Outputs come back as float32; bf16 keeps 8 mantissa bits, and every output is
     # within 2 % of the largest fp32 output (0.6 % measured on this net).
-    assert logits16.dtype == torch.float32 and all(f.dtype == torch.float32 for f in feats16.values())
+    assert logits16.dtype == torch.float32
+    assert all(f.dtype == torch.float32 for f in feats16.values())
     for ref, low in [(logits, logits16)] + [(feats[s], feats16[s]) for s in feats]:
         assert (low - ref).abs().max() <= 0.02 * ref.abs().max()
     assert not torch.equal(logits16, logits)  # it did run in bf16
@@ -429,7 +444,9 @@ def test_teachers_take_the_live_models_memory_format_and_stay_bit_exact(conv_net
     teacher = store.teacher(0)
     live = dict(net.named_parameters())
     assert all(p.stride() == live[n].stride() for n, p in teacher.module.named_parameters())
-    assert teacher.module[3].weight.is_contiguous(memory_format=torch.channels_last)
+    assert teacher.module.get_parameter("3.weight").is_contiguous(
+        memory_format=torch.channels_last
+    )
     x = torch.randn(4, 1, 8, 8)
     assert torch.equal(teacher.run(x)[0], net.eval()(x))
 
@@ -471,7 +488,9 @@ def test_teacher_index_out_of_range_says_the_valid_range():
         store.teacher(0)
     store.record(net, classes=[0])
     store.record(net, classes=[1])
-    with pytest.raises(IndexError, match=r"no snapshot -1: the store holds 2 \(valid indices: 0\.\.1"):
+    with pytest.raises(
+        IndexError, match=r"no snapshot -1: the store holds 2 \(valid indices: 0\.\.1"
+    ):
         store.teacher(-1)
 
 

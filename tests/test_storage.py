@@ -16,7 +16,7 @@ from avalanche_m2kd.storage import (
 )
 
 
-def _net() -> nn.Module:
+def _net() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
@@ -32,8 +32,9 @@ def test_make_storage_turns_each_mode_into_its_class_once():
     assert [type(make_storage(m)) for m in ("nested", "pruned", "full")] == [
         NestedStorage, PrunedStorage, FullStorage,
     ]  # fmt: skip
-    assert make_storage("pruned", pruned_density=0.25).density == 0.25
-    assert make_storage("pruned").density == 0.5  # PrunedStorage's default
+    quarter, default = make_storage("pruned", pruned_density=0.25), make_storage("pruned")
+    assert isinstance(quarter, PrunedStorage) and quarter.density == 0.25
+    assert isinstance(default, PrunedStorage) and default.density == 0.5  # its default
     given = PrunedStorage(0.3)
     assert make_storage(given) is given
     modes = r"\('nested', 'pruned', 'full'\)"
@@ -66,9 +67,9 @@ def test_decode_gives_back_every_state_dict_entry(storage: SnapshotStorage):
     if isinstance(storage, NestedStorage):
         storage.prune(net, 0, 0.5)
     record = storage.encode(net, "6", PRUNABLE, CLASSES)
-    head = net[6].weight.detach().clone()
+    head = net.get_parameter("6.weight").detach().clone()
     with torch.no_grad():  # the live head moves on: the record keeps its own copy
-        net[6].weight.add_(1.0)
+        net.get_parameter("6.weight").add_(1.0)
     state = net.state_dict()
     tensors = storage.decode(record, CLASSES, net)
     assert set(tensors) == set(state)

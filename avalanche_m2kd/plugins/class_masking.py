@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from avalanche.training.plugins import SupervisedPlugin
 
@@ -10,7 +12,8 @@ from avalanche_m2kd.stream import experience_classes
 __all__ = ["SeenClassesMaskingPlugin"]
 
 
-class SeenClassesMaskingPlugin(SupervisedPlugin, supports_distributed=True):
+# Avalanche types no `__init_subclass__` keyword: mypy does not know `supports_distributed`.
+class SeenClassesMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignore[call-arg]
     """Masks the logits of classes not seen so far with ``mask_value``.
 
     A plain ``nn.Linear`` head sized for all classes otherwise lets unseen units
@@ -37,22 +40,23 @@ class SeenClassesMaskingPlugin(SupervisedPlugin, supports_distributed=True):
         self.seen = set(int(c) for c in state["seen"])
         self._mask = None
 
-    def before_training_exp(self, strategy, *args, **kwargs):
+    def before_training_exp(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         self.seen.update(experience_classes(strategy.experience))
         self._mask = None
 
-    def _apply(self, strategy) -> None:
+    def _apply(self, strategy: Any) -> None:
         out = strategy.mb_output
         if not self.seen or not isinstance(out, torch.Tensor) or out.dim() != 2:
             return
-        if self._mask is None or self._mask.shape[0] != out.shape[1] or self._mask.device != out.device:
+        mask = self._mask
+        if mask is None or mask.shape[0] != out.shape[1] or mask.device != out.device:
             mask = torch.ones(out.shape[1], dtype=torch.bool, device=out.device)
             mask[[c for c in self.seen if c < out.shape[1]]] = False
             self._mask = mask
-        strategy.mb_output = out.masked_fill(self._mask, self.mask_value)
+        strategy.mb_output = out.masked_fill(mask, self.mask_value)
 
-    def after_forward(self, strategy, *args, **kwargs):
+    def after_forward(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         self._apply(strategy)
 
-    def after_eval_forward(self, strategy, *args, **kwargs):
+    def after_eval_forward(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         self._apply(strategy)

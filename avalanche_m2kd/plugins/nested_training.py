@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from avalanche.training.plugins import SupervisedPlugin
 
-from avalanche_m2kd.batchnorm import batch_norm_layers, recalibrate_batch_norm
+from avalanche_m2kd.batchnorm import _running_stats, batch_norm_layers, recalibrate_batch_norm
 from avalanche_m2kd.options import check_choice
 from avalanche_m2kd.pruning import PruneRatio, keep_fraction, validate_prune_ratio
 from avalanche_m2kd.snapshots import SnapshotStore
@@ -48,7 +48,8 @@ def check_nested_options(
         )
 
 
-class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):
+# Avalanche types no `__init_subclass__` keyword: mypy does not know `supports_distributed`.
+class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignore[call-arg]
     """Keeps a model trainable while nested storage keeps every snapshot inside it.
 
     Lifecycle, for a store with :class:`~avalanche_m2kd.storage.NestedStorage`:
@@ -229,7 +230,7 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):
         n = recalibrate_batch_norm(strategy.model, (mb[0].to(device) for mb in loader))
         if n and dist.is_available() and dist.is_initialized():  # every rank takes rank 0's
             for layer in batch_norm_layers(strategy.model):
-                for buffer in (layer.running_mean, layer.running_var, layer.num_batches_tracked):
+                for buffer in _running_stats(layer):  # mean, var, count: never None here
                     dist.broadcast(buffer, src=0)
 
     @torch.no_grad()

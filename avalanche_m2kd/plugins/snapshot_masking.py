@@ -76,7 +76,8 @@ def _nested_option(name: str) -> property:
     return property(get, set_, doc=f"The nested training's ``{name}`` (see the class's Args).")
 
 
-class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
+# Avalanche types no `__init_subclass__` keyword: mypy does not know `supports_distributed`.
+class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignore[call-arg]
     """Records every finished experience's model in a :class:`SnapshotStore`.
 
     * ``before_training_exp``: checks that the stream is class-incremental, binds
@@ -189,7 +190,8 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):
         self.store.bind(strategy.model)
         if len(self.store) == 0:  # the head must be the module producing the output
             probe = probe_input(strategy.experience, strategy.device)
-            check_head(strategy.model, self.store.head_name, probe)  # type: ignore[arg-type]
+            assert self.store.head_name is not None  # store.bind() above set it
+            check_head(strategy.model, self.store.head_name, probe)
         self._forward("before_training_exp", strategy)
 
     def after_backward(self, strategy: Any, *args: Any, **kwargs: Any) -> None:

@@ -56,7 +56,9 @@ class _BeforePruning(SupervisedPlugin):
 def _run(conv_net, benchmark, n_exp=2, optimizer=torch.optim.Adam, **options):
     torch.manual_seed(0)
     model = conv_net()
-    masking = SnapshotMaskingPlugin(NestedStorage(), post_prune_epochs=1, n_experiences=5, **options)
+    masking = SnapshotMaskingPlugin(
+        NestedStorage(), post_prune_epochs=1, n_experiences=5, **options
+    )
     spy, before = _Spy(masking.store), _BeforePruning()
     strategy = Naive(
         model=model, optimizer=optimizer(model.parameters(), lr=0.01, weight_decay=0.01),
@@ -84,7 +86,7 @@ def test_masking_adds_the_nested_plugin_only_for_nested_storage():
     with pytest.raises(ValueError, match="`store` to have nested storage"):
         NestedTrainingPlugin(SnapshotStore("full"))
     with pytest.raises(ValueError, match="restore_released_at"):
-        NestedTrainingPlugin(SnapshotStore("nested"), restore_released_at="later")
+        NestedTrainingPlugin(SnapshotStore("nested"), restore_released_at="later")  # type: ignore[arg-type]
 
 
 def test_owned_weights_do_not_move_under_adam_with_weight_decay(conv_net, digits_images):
@@ -111,7 +113,9 @@ def test_pruning_happens_after_epoch_train_epochs_minus_post_prune_epochs(conv_n
 
 @pytest.mark.parametrize("when", ["next_experience", "end_of_experience"])
 def test_released_weights_come_back_with_their_trained_values(conv_net, digits_images, when):
-    masking, spy, before, weights, _ = _run(conv_net, digits_images, n_exp=2, restore_released_at=when)
+    masking, spy, before, weights, _ = _run(
+        conv_net, digits_images, n_exp=2, restore_released_at=when
+    )
     owners = masking.store.owners
     for name, owner in owners.items():
         released = owner != 1  # by experience 0's pruning (later owners were free then)
@@ -150,4 +154,5 @@ def test_state_dict_keeps_the_released_values_on_cpu(conv_net, digits_images):
         assert torch.equal(values, torch.where(owners[name] == 1, 0.0, before.dense[0][name]))
     fresh = SnapshotMaskingPlugin(NestedStorage())
     fresh.load_state_dict(masking.state_dict())
+    assert fresh.nested_training is not None
     assert set(fresh.nested_training.state_dict()["released"]) == set(owners)

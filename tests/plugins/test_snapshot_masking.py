@@ -97,7 +97,7 @@ def test_recalibrated_statistics_are_those_of_the_pruned_model(conv_net, digits_
 
 def test_recalibrate_bn_must_be_a_bool():
     with pytest.raises(ValueError, match="recalibrate_bn"):
-        SnapshotMaskingPlugin("nested", recalibrate_bn="yes")
+        SnapshotMaskingPlugin("nested", recalibrate_bn="yes")  # type: ignore[arg-type]
 
 
 # ------------------------------------------------- the plugin alone, inside Naive
@@ -143,8 +143,10 @@ def test_full_storage_in_naive_records_exact_snapshots_and_freezes_nothing(conv_
 def test_pruned_storage_from_prune_ratio_or_an_object(conv_net, digits_images):
     from avalanche_m2kd.storage import PrunedStorage
 
-    assert SnapshotMaskingPlugin("pruned", prune_ratio=0.75).store.storage.density == 0.25
-    assert SnapshotMaskingPlugin("pruned").store.storage.density == 0.5
+    quarter = SnapshotMaskingPlugin("pruned", prune_ratio=0.75).store.storage
+    default = SnapshotMaskingPlugin("pruned").store.storage
+    assert isinstance(quarter, PrunedStorage) and quarter.density == 0.25
+    assert isinstance(default, PrunedStorage) and default.density == 0.5
     given = SnapshotMaskingPlugin(PrunedStorage(density=0.25))
     assert given.prune_ratio == 0.75 and given.nested_training is None
     with pytest.raises(ValueError, match="`prune_ratio` to be None with a PrunedStorage"):
@@ -166,6 +168,8 @@ def test_a_repeated_experience_is_refused_in_naive(conv_net, digits_images):
     masking = SnapshotMaskingPlugin("full")
     strategy = _naive(conv_net(), [masking], epochs=1)
     strategy.train(digits_images.train_stream[0])
-    with pytest.raises(ValueError, match="already introduced by experience 0.*not class-incremental"):
+    with pytest.raises(
+        ValueError, match="already introduced by experience 0.*not class-incremental"
+    ):
         strategy.train(digits_images.train_stream[0])
     assert len(masking.store) == 1
