@@ -103,7 +103,8 @@ def _check_training_options(
             )
 
 
-class _ExemplarReplay(ReplayPlugin, supports_distributed=True):
+# Avalanche types no `__init_subclass__` keyword: mypy does not know `supports_distributed`.
+class _ExemplarReplay(ReplayPlugin, supports_distributed=True):  # type: ignore[call-arg]
     """Avalanche's ``ReplayPlugin``, updating its buffer through ``post_adapt``.
 
     ``ReplayPlugin.after_training_exp`` calls the buffer's ``update``, deprecated in
@@ -111,7 +112,7 @@ class _ExemplarReplay(ReplayPlugin, supports_distributed=True):
     what it forwards to.
     """
 
-    def after_training_exp(self, strategy, **kwargs):
+    def after_training_exp(self, strategy: Any, **kwargs: Any) -> None:
         self.storage_policy.post_adapt(strategy, strategy.experience)
 
     def state_dict(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ Avalanche's ``SupervisedTemplate`` (``Naive``, ``LwF``, ``Replay``, ...)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -25,6 +25,14 @@ from torch.nn.parallel import DistributedDataParallel
 __all__ = ["TrainingMixin", "validate_mixed_precision"]
 
 _MIXED = (None, torch.bfloat16, torch.float16)
+
+if TYPE_CHECKING:
+    # For the checker only: the mixin's ``self`` is a template's (``self.model``, ``self.mb_x``,
+    # ``super().forward()``, ...). At run time it derives from ``object`` and comes first
+    # among the bases of an Avalanche template subclass.
+    from avalanche.training.templates import SupervisedTemplate as _Template
+else:
+    _Template = object
 
 
 def validate_mixed_precision(dtype: torch.dtype | None) -> torch.dtype | None:
@@ -45,7 +53,7 @@ def validate_mixed_precision(dtype: torch.dtype | None) -> torch.dtype | None:
     return dtype
 
 
-class TrainingMixin:
+class TrainingMixin(_Template):
     """Multi-process training, mixed precision and a NaN guard for an Avalanche template.
 
     Put it first among the bases of a ``SupervisedTemplate`` subclass; it takes three
@@ -145,7 +153,7 @@ class TrainingMixin:
         super().make_eval_dataloader(**kwargs)
         if DistributedHelper.is_distributed:
             sharded = self.dataloader
-            self.dataloader = SingleDatasetDataLoader(
+            self.dataloader: Any = SingleDatasetDataLoader(  # Avalanche's loaders: untyped
                 self.adapted_dataset,
                 self.eval_mb_size,
                 distributed_sampling=False,

@@ -29,7 +29,12 @@ from torch import nn
 from avalanche_m2kd import M2KDStrategy
 from avalanche_m2kd import checkpoint as ckpt
 from avalanche_m2kd._avalanche import MEAN_FIELDS, PLUGIN_FIELDS
-from avalanche_m2kd.checkpoint import CheckpointMismatchError, load_checkpoint, maybe_load_checkpoint, save_checkpoint
+from avalanche_m2kd.checkpoint import (
+    CheckpointMismatchError,
+    load_checkpoint,
+    maybe_load_checkpoint,
+    save_checkpoint,
+)
 from avalanche_m2kd.data import split_digits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,9 +90,12 @@ def _whole_and_resumed(build, benchmark, path, n_experiences=5, save_after=1, **
     ],
     ids=["nested+buffer", "full+exemplar-free", "pruned+sampled"],
 )
-def test_resumed_run_equals_uninterrupted_run(digits_images, conv_net, tmp_path, options, identical):
+def test_resumed_run_equals_uninterrupted_run(
+    digits_images, conv_net, tmp_path, options, identical
+):
     """Save after experience 2, resume in a fresh strategy: identical weights, store, metrics."""
-    whole, resumed = _whole_and_resumed(lambda: _strategy(conv_net, **options), digits_images, tmp_path / "run.ckpt")
+    whole, resumed = _whole_and_resumed(lambda: _strategy(conv_net, **options), digits_images,
+                                        tmp_path / "run.ckpt")
     assert identical(whole.model.state_dict(), resumed.model.state_dict())
     assert identical(whole.snapshots.state_dict(), resumed.snapshots.state_dict())
     assert identical(whole.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"])
@@ -112,13 +120,17 @@ def test_sigkill_after_experience_2_of_5_then_resume_matches(tmp_path, load_exam
     args = ["--epochs", "2"]
     whole = tmp_path / "whole.json"
     example = load_example("resumable")
-    example.main([*args, "--checkpoint", str(tmp_path / "a.ckpt"), "--out", str(whole)])  # uninterrupted
+    # uninterrupted
+    example.main([*args, "--checkpoint", str(tmp_path / "a.ckpt"), "--out", str(whole)])
 
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     run = [sys.executable, str(EXAMPLE), *args]
 
-    killed = [*run, "--checkpoint", str(tmp_path / "b.ckpt"), "--out", str(tmp_path / "resumed.json")]
-    child = subprocess.Popen(killed, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    killed = [*run, "--checkpoint", str(tmp_path / "b.ckpt"),
+              "--out", str(tmp_path / "resumed.json")]
+    child = subprocess.Popen(killed, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             env=env)
+    assert child.stdout is not None
     for line in child.stdout:
         if line.startswith("experience 2 saved"):
             child.send_signal(signal.SIGKILL)  # while it trains experience 3
@@ -179,7 +191,8 @@ def _fresh(mlp_model, **options):
 
 
 def test_checkpoint_from_other_options_is_refused(saved, digits, mlp):
-    with pytest.raises(CheckpointMismatchError, match=r"mem_size=10 \(this strategy: 30\).*temperature=2.0"):
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"mem_size=10 \(this strategy: 30\).*temperature=2.0"):
         load_checkpoint(_fresh(mlp(), mem_size=30, temperature=3.0), saved, digits.train_stream)
 
 
@@ -190,14 +203,16 @@ def test_checkpoint_from_other_stream_is_refused(saved, mlp):
 
 
 def test_checkpoint_from_other_architecture_is_refused(saved, digits):
-    wider = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+    wider = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                          nn.Linear(128, 10))
     with pytest.raises(CheckpointMismatchError, match="architecture"):
         load_checkpoint(_fresh(wider), saved, digits.train_stream)
 
 
 def test_checkpoint_from_other_strategy_class_is_refused(saved, digits, mlp):
     model = mlp()
-    naive = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05), criterion=nn.CrossEntropyLoss())
+    naive = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                  criterion=nn.CrossEntropyLoss())
     with pytest.raises(CheckpointMismatchError, match="M2KDStrategy strategy, not a Naive"):
         load_checkpoint(naive, saved, digits.train_stream)
 
@@ -223,13 +238,15 @@ def test_not_a_checkpoint(tmp_path, digits, mlp):
 
 def test_missing_checkpoint_starts_from_zero(tmp_path, digits, mlp):
     strategy = _fresh(mlp())
-    assert maybe_load_checkpoint(strategy, tmp_path / "none.ckpt", digits.train_stream) == (strategy, 0)
+    loaded = maybe_load_checkpoint(strategy, tmp_path / "none.ckpt", digits.train_stream)
+    assert loaded == (strategy, 0)
 
 
 def test_buffer_that_cannot_be_saved_is_refused(digits, mlp, tmp_path):
     model = mlp()
     naive = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
-                  criterion=nn.CrossEntropyLoss(), plugins=[ReplayPlugin(20)], evaluator=_evaluator())
+                  criterion=nn.CrossEntropyLoss(), plugins=[ReplayPlugin(20)],
+                  evaluator=_evaluator())
     naive.train(digits.train_stream[0])
     with pytest.raises(ValueError, match="ClassBalancedBuffer"):
         save_checkpoint(naive, tmp_path / "run.ckpt")
@@ -243,7 +260,8 @@ def test_distillation_plugin_beside_naive_resumes(digits, mlp, tmp_path, identic
     def build():
         torch.manual_seed(0)
         model = mlp()
-        return Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        return Naive(model=model, optimizer=optimizer,
                      criterion=nn.CrossEntropyLoss(), train_mb_size=32, evaluator=_evaluator(),
                      plugins=[MultiModelDistillationPlugin()])
 
@@ -266,7 +284,8 @@ def _with_plugins(mlp, *make_plugins, **options):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     options = {"train_epochs": 2, "mem_size": 10, **options}
     return M2KDStrategy(model=model, optimizer=optimizer, train_mb_size=32, eval_mb_size=256,
-                        evaluator=_evaluator(), plugins=[make(optimizer) for make in make_plugins], **options)
+                        evaluator=_evaluator(), plugins=[make(optimizer) for make in make_plugins],
+                        **options)
 
 
 def _cosine(optimizer, **options):
@@ -280,18 +299,21 @@ def _plateau(optimizer):
     return LRSchedulerPlugin(schedule, reset_scheduler=False, reset_lr=False, metric="train_loss")
 
 
-@pytest.mark.parametrize("make_plugin", [_cosine, _plateau], ids=["cosine", "plateau-on-train-loss"])
+@pytest.mark.parametrize("make_plugin", [_cosine, _plateau],
+                         ids=["cosine", "plateau-on-train-loss"])
 def test_lr_scheduler_plugin_state_resumes_exactly(digits, mlp, tmp_path, identical, make_plugin):
     """Saved after experience 2 of 4, resumed in a fresh strategy: same LR, weights, metrics."""
-    whole, resumed = _whole_and_resumed(lambda: _with_plugins(mlp, make_plugin), digits, tmp_path / "run.ckpt",
-                                        n_experiences=4)
+    whole, resumed = _whole_and_resumed(lambda: _with_plugins(mlp, make_plugin), digits,
+                                        tmp_path / "run.ckpt", n_experiences=4)
     lr = whole.optimizer.param_groups[0]["lr"]
     assert lr < 0.05  # the schedule moved the LR
     if make_plugin is _cosine:
         assert lr == 0.0  # the end of the cosine (a resumed run restarting it ended at 0.0125)
     assert resumed.optimizer.param_groups[0]["lr"] == lr
-    whole_schedule, resumed_schedule = (next(p.scheduler for p in s.plugins if isinstance(p, LRSchedulerPlugin))
-                                        for s in (whole, resumed))
+    whole_schedule, resumed_schedule = (
+        next(p.scheduler for p in s.plugins if isinstance(p, LRSchedulerPlugin))
+        for s in (whole, resumed)
+    )
     assert identical(whole_schedule.state_dict(), resumed_schedule.state_dict())
     assert identical(whole.model.state_dict(), resumed.model.state_dict())
     assert whole.evaluator.get_all_metrics() == resumed.evaluator.get_all_metrics()
@@ -300,7 +322,7 @@ def test_lr_scheduler_plugin_state_resumes_exactly(digits, mlp, tmp_path, identi
 def test_early_stopping_plugin_resumes_exactly(digits, mlp, tmp_path, identical):
     """Early stopping on the test stream's accuracy, evaluated every epoch: it stops some
     experiences early, and the resumed run stops at the same epochs with the same weights."""
-    epochs = {}
+    epochs: dict[int, list[int]] = {}
 
     class CountEpochs(SupervisedPlugin):
         def after_training_exp(self, strategy, **kwargs):
@@ -308,7 +330,8 @@ def test_early_stopping_plugin_resumes_exactly(digits, mlp, tmp_path, identical)
 
     def build():
         stopper = EarlyStoppingPlugin(patience=1, val_stream_name="test_stream")
-        return _with_plugins(mlp, lambda _: stopper, lambda _: CountEpochs(), train_epochs=6, eval_every=1)
+        return _with_plugins(mlp, lambda _: stopper, lambda _: CountEpochs(), train_epochs=6,
+                             eval_every=1)
 
     whole, resumed = _whole_and_resumed(build, digits, tmp_path / "run.ckpt", n_experiences=4,
                                         eval_streams=[digits.test_stream])
@@ -324,16 +347,23 @@ def test_lr_scheduler_plugin_with_other_options_is_refused(digits, mlp, tmp_path
     strategy.train(digits.train_stream[0])
     save_checkpoint(strategy, tmp_path / "run.ckpt")
 
-    with pytest.raises(CheckpointMismatchError, match=r"LRSchedulerPlugin was built with reset_lr=False \(this one: True\)"):
-        load_checkpoint(_with_plugins(mlp, lambda o: LRSchedulerPlugin(_cosine(o).scheduler, reset_scheduler=False)),
-                        tmp_path / "run.ckpt", digits.train_stream)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"LRSchedulerPlugin was built with reset_lr=False \(this one: True\)"):
+        load_checkpoint(
+            _with_plugins(
+                mlp, lambda o: LRSchedulerPlugin(_cosine(o).scheduler, reset_scheduler=False)
+            ),
+            tmp_path / "run.ckpt", digits.train_stream,
+        )
 
     def step(optimizer):
-        return LRSchedulerPlugin(torch.optim.lr_scheduler.StepLR(optimizer, 2), reset_scheduler=False, reset_lr=False)
+        return LRSchedulerPlugin(torch.optim.lr_scheduler.StepLR(optimizer, 2),
+                                 reset_scheduler=False, reset_lr=False)
 
     other = _with_plugins(mlp, step)
     before = {k: v.clone() for k, v in other.model.state_dict().items()}
-    with pytest.raises(CheckpointMismatchError, match="scheduler a CosineAnnealingLR .this one: a StepLR."):
+    with pytest.raises(CheckpointMismatchError,
+                       match="scheduler a CosineAnnealingLR .this one: a StepLR."):
         load_checkpoint(other, tmp_path / "run.ckpt", digits.train_stream)
     assert identical(before, other.model.state_dict())
 
@@ -349,23 +379,29 @@ class _Stateless(SupervisedPlugin):
 @pytest.mark.parametrize(
     ("make_plugin", "attribute"),
     [(lambda: LwFPlugin(), r"lwf\.prev_model` \(Sequential\)"),  # a module in an object
-     (lambda: EWCPlugin(ewc_lambda=1.0), r"saved_params\[0\]\[.*\(Tensor\)")],  # in dicts of objects
+     # in dicts of objects
+     (lambda: EWCPlugin(ewc_lambda=1.0), r"saved_params\[0\]\[.*\(Tensor\)")],
     ids=["LwFPlugin", "EWCPlugin"],
 )
-def test_stateful_plugin_without_state_dict_is_refused(digits, mlp, tmp_path, make_plugin, attribute):
+def test_stateful_plugin_without_state_dict_is_refused(
+    digits, mlp, tmp_path, make_plugin, attribute
+):
     model = mlp()
     naive = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
-                  criterion=nn.CrossEntropyLoss(), plugins=[_Stateless(), make_plugin()], evaluator=_evaluator())
+                  criterion=nn.CrossEntropyLoss(), plugins=[_Stateless(), make_plugin()],
+                  evaluator=_evaluator())
     save_checkpoint(naive, tmp_path / "before.ckpt")  # nothing kept yet: saved
     naive.train(digits.train_stream[0])
-    with pytest.raises(ValueError, match=f"keeps state that cannot be checkpointed .its attribute `{attribute}.*state_dict"):
+    with pytest.raises(ValueError, match=f"keeps state that cannot be checkpointed .its attribute "
+                                         f"`{attribute}.*state_dict"):
         save_checkpoint(naive, tmp_path / "run.ckpt")
     assert not (tmp_path / "run.ckpt").exists()
 
 
 def _avalanche_plugin_instances() -> dict[type, Any]:
     optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
-    return {LRSchedulerPlugin: _cosine(optimizer), EarlyStoppingPlugin: EarlyStoppingPlugin(2, "test_stream")}
+    return {LRSchedulerPlugin: _cosine(optimizer),
+            EarlyStoppingPlugin: EarlyStoppingPlugin(2, "test_stream")}
 
 
 def test_avalanche_plugin_attributes_are_pinned():
@@ -375,7 +411,8 @@ def test_avalanche_plugin_attributes_are_pinned():
     assert set(PLUGIN_FIELDS) == set(instances)
     for cls, plugin in instances.items():
         fields = PLUGIN_FIELDS[cls]
-        assert sorted(vars(plugin)) == sorted(fields.saved + fields.compared + fields.unsaved), cls.__name__
+        pinned = fields.saved + fields.compared + fields.unsaved
+        assert sorted(vars(plugin)) == sorted(pinned), cls.__name__
     assert isinstance(instances[LRSchedulerPlugin].rolling_metric, Mean)
     assert sorted(vars(Mean())) == sorted(MEAN_FIELDS)
 
@@ -397,7 +434,8 @@ def test_head_grown_by_eval_before_training_resumes(digits_images, conv_net, tmp
             strategy.eval(digits_images.test_stream[:2])  # 4 classes: the 2-unit head grows to 4
         return strategy
 
-    whole, resumed = _whole_and_resumed(build, digits_images, tmp_path / "run.ckpt", n_experiences=3)
+    whole, resumed = _whole_and_resumed(build, digits_images, tmp_path / "run.ckpt",
+                                        n_experiences=3)
     slots = [len(g["params"]) for g in whole.optimizer.param_groups]
     assert slots == [len(list(whole.model.parameters())) + 2]  # the stale head weight and bias
     assert [len(g["params"]) for g in resumed.optimizer.param_groups] == slots
@@ -417,8 +455,10 @@ def _format1_strategy():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     return M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-                        train_mb_size=32, evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
-                        mem_size=10, feature_layers=["0"], teacher_dtype=torch.bfloat16, temperature=3.0)
+                        train_mb_size=32,
+                        evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
+                        mem_size=10, feature_layers=["0"], teacher_dtype=torch.bfloat16,
+                        temperature=3.0)
 
 
 def test_checkpoint_written_before_the_option_objects_loads_and_resumes(digits):
@@ -432,21 +472,26 @@ def test_checkpoint_written_before_the_option_objects_loads_and_resumes(digits):
     resumed = _format1_strategy()
     assert load_checkpoint(resumed, FORMAT1, digits.train_stream) == 2
     assert len(resumed.snapshots) == 2
-    for name, value in whole.model.state_dict().items():  # same training (to BLAS rounding elsewhere)
+    # same training (to BLAS rounding elsewhere)
+    for name, value in whole.model.state_dict().items():
         assert torch.allclose(value, resumed.model.state_dict()[name], atol=1e-5), name
     resumed.train(digits.train_stream[2])
     assert len(resumed.snapshots) == 3
 
 
-@pytest.mark.parametrize("version, why", [("2", "newer avalanche-m2kd"), ("0", "the avalanche-m2kd that wrote it")])
-def test_checkpoint_of_another_format_version_is_refused_naming_both(saved, digits, mlp, tmp_path, version, why):
+@pytest.mark.parametrize("version, why", [("2", "newer avalanche-m2kd"),
+                                          ("0", "the avalanche-m2kd that wrote it")])
+def test_checkpoint_of_another_format_version_is_refused_naming_both(
+    saved, digits, mlp, tmp_path, version, why
+):
     state = torch.load(saved, weights_only=True)
     state["format"] = f"avalanche_m2kd.checkpoint/{version}"
     other = tmp_path / f"v{version}.ckpt"
     torch.save(state, other)
     strategy = _fresh(mlp())
     before = {k: v.clone() for k, v in strategy.model.state_dict().items()}
-    with pytest.raises(ckpt.CheckpointFormatError, match=rf"format version '{version}', but this avalanche-m2kd "
+    with pytest.raises(ckpt.CheckpointFormatError,
+                       match=rf"format version '{version}', but this avalanche-m2kd "
                        rf"reads format version 1 only: .*{why}"):
         load_checkpoint(strategy, other, digits.train_stream)
     assert all(torch.equal(before[k], v) for k, v in strategy.model.state_dict().items())

@@ -41,13 +41,14 @@ def _config_before(model, **o: Any) -> dict[str, Any]:
     d.update(o)
     layers, ratio = d["feature_layers"], d["prune_ratio"]
     return {
-        "feature_layers": None if layers is None else list([layers] if isinstance(layers, str) else layers),
+        "feature_layers": (None if layers is None
+                           else list([layers] if isinstance(layers, str) else layers)),
         "mem_size": d["mem_size"],
         "snapshot_mode": d["snapshot_mode"],
         "prune_ratio": list(ratio) if isinstance(ratio, (list, tuple)) else ratio,
-        **{k: d[k] for k in ("post_prune_epochs", "temperature", "mm_weight", "feat_weight", "teacher_slice",
-                             "teachers", "feature_loss", "feature_teachers", "teacher_bn", "logit_adjustment",
-                             "teacher_sample")},
+        **{k: d[k] for k in ("post_prune_epochs", "temperature", "mm_weight", "feat_weight",
+                             "teacher_slice", "teachers", "feature_loss", "feature_teachers",
+                             "teacher_bn", "logit_adjustment", "teacher_sample")},
         "head_name": find_head(model, d["head_name"]),
         "restore_released_at": d["restore_released_at"],
         "recalibrate_bn": d["recalibrate_bn"],
@@ -62,12 +63,15 @@ def _config_before(model, **o: Any) -> dict[str, Any]:
     "options",
     [
         {},
-        {"feature_layers": "2", "prune_ratio": (0.5, 0.25), "teacher_dtype": torch.bfloat16, "temperature": 3},
-        {"snapshot_mode": "pruned", "prune_ratio": 0.3, "teachers": "last", "teacher_sample": 2, "mem_size": 0,
-         "feature_layers": ["0", "2:input"], "cache_teachers": False, "mixed_precision": torch.bfloat16,
-         "teacher_dtype": torch.float32, "post_prune_epochs": 0, "logit_adjustment": 0.0, "head_name": "4"},
-        {"snapshot_mode": "full", "feat_weight": 0.0, "teacher_bn": "running", "recalibrate_bn": False,
-         "restore_released_at": "end_of_experience", "teacher_batching": "vmap", "feature_loss": "attention"},
+        {"feature_layers": "2", "prune_ratio": (0.5, 0.25), "teacher_dtype": torch.bfloat16,
+         "temperature": 3},
+        {"snapshot_mode": "pruned", "prune_ratio": 0.3, "teachers": "last", "teacher_sample": 2,
+         "mem_size": 0, "feature_layers": ["0", "2:input"], "cache_teachers": False,
+         "mixed_precision": torch.bfloat16, "teacher_dtype": torch.float32,
+         "post_prune_epochs": 0, "logit_adjustment": 0.0, "head_name": "4"},
+        {"snapshot_mode": "full", "feat_weight": 0.0, "teacher_bn": "running",
+         "recalibrate_bn": False, "restore_released_at": "end_of_experience",
+         "teacher_batching": "vmap", "feature_loss": "attention"},
     ],
     ids=["defaults", "tuples-and-dtypes", "pruned-many", "full-no-features"],
 )
@@ -75,7 +79,8 @@ def test_m2kd_config_keeps_the_keys_and_values_checkpoints_hold(mlp, options):
     strategy = _strategy(mlp, **options)
     before = _config_before(strategy.model, **options)
     assert strategy.m2kd_config == before
-    assert [type(v) for v in strategy.m2kd_config.values()] == [type(before[k]) for k in strategy.m2kd_config]
+    config = strategy.m2kd_config
+    assert [type(v) for v in config.values()] == [type(before[k]) for k in config]
 
 
 def test_option_objects_build_the_strategy_the_flat_keywords_build(mlp):
@@ -85,7 +90,8 @@ def test_option_objects_build_the_strategy_the_flat_keywords_build(mlp):
     by_objects = _strategy(
         mlp,
         snapshot_options=SnapshotOptions(snapshot_mode="pruned", prune_ratio=0.25),
-        distillation_options=DistillationOptions(temperature=4.0, teachers="last", feature_layers=["2"]),
+        distillation_options=DistillationOptions(temperature=4.0, teachers="last",
+                                                 feature_layers=["2"]),
         teacher_options=TeacherOptions(teacher_bn="running", cache_teachers=False),
     )
     assert by_objects.m2kd_config == by_keywords.m2kd_config
@@ -94,20 +100,26 @@ def test_option_objects_build_the_strategy_the_flat_keywords_build(mlp):
         assert type(a) is type(b)
     mm = next(p for p in by_objects.plugins if isinstance(p, MultiModelDistillationPlugin))
     ml = next(p for p in by_objects.plugins if isinstance(p, MultiLevelDistillationPlugin))
-    assert (mm.temperature, mm.teachers, mm.teacher_bn, ml.feature_layers) == (4.0, "last", "running", ["2"])
+    assert (mm.temperature, mm.teachers, mm.teacher_bn, ml.feature_layers) == (
+        4.0, "last", "running", ["2"]
+    )
     assert mm.teacher_options is ml.teacher_options  # one teacher runner's settings, shared
     assert by_objects.snapshots.cache_teachers is False  # set on the store by the strategy ...
     assert mm.teacher_options.cache_teachers is None  # ... not by the plugins, which leave it
 
 
 def test_an_object_with_a_keyword_of_its_group_is_refused(mlp):
-    with pytest.raises(ValueError, match=r"either `distillation_options` or the keywords.*temperature=3\.0"):
+    with pytest.raises(ValueError,
+                       match=r"either `distillation_options` or the keywords.*temperature=3\.0"):
         _strategy(mlp, temperature=3.0, distillation_options=DistillationOptions())
-    with pytest.raises(ValueError, match=r"`snapshot_options` to be a SnapshotOptions, but got TeacherOptions"):
+    with pytest.raises(ValueError,
+                       match=r"`snapshot_options` to be a SnapshotOptions, but got TeacherOptions"):
         _strategy(mlp, snapshot_options=TeacherOptions())
     # keywords of another group, or left at their default, go with an object
-    strategy = _strategy(mlp, temperature=2.0, teacher_bn="running", distillation_options=DistillationOptions(teachers="last"))
-    assert strategy.m2kd_config["teachers"] == "last" and strategy.m2kd_config["teacher_bn"] == "running"
+    strategy = _strategy(mlp, temperature=2.0, teacher_bn="running",
+                         distillation_options=DistillationOptions(teachers="last"))
+    assert strategy.m2kd_config["teachers"] == "last"
+    assert strategy.m2kd_config["teacher_bn"] == "running"
 
 
 def test_every_field_is_a_keyword_of_the_strategy_with_the_same_default():
@@ -122,7 +134,8 @@ def test_every_field_is_a_keyword_of_the_strategy_with_the_same_default():
 @pytest.mark.parametrize(
     "cls, bad, message",
     [
-        (SnapshotOptions, {"snapshot_mode": "sparse"}, "`snapshot_mode` to be one of ('nested', 'pruned', 'full')"),
+        (SnapshotOptions, {"snapshot_mode": "sparse"},
+         "`snapshot_mode` to be one of ('nested', 'pruned', 'full')"),
         (SnapshotOptions, {"prune_ratio": 1.0}, "`prune_ratio`"),
         (SnapshotOptions, {"post_prune_epochs": -1}, "`post_prune_epochs` to be an int >= 0"),
         (SnapshotOptions, {"restore_released_at": "later"}, "`restore_released_at`"),
@@ -132,13 +145,15 @@ def test_every_field_is_a_keyword_of_the_strategy_with_the_same_default():
         (DistillationOptions, {"feat_weight": -0.5}, "`feat_weight` to be a number >= 0"),
         (DistillationOptions, {"teacher_slice": "all"}, "`teacher_slice`"),
         (DistillationOptions, {"teacher_sample": 0}, "`teacher_sample`"),
-        (DistillationOptions, {"feature_loss": "l2"}, "`feature_loss` to be one of " + str(get_args(FeatureLoss))),
+        (DistillationOptions, {"feature_loss": "l2"},
+         "`feature_loss` to be one of " + str(get_args(FeatureLoss))),
         (DistillationOptions, {"feature_teachers": "first"}, "`feature_teachers` to be one of "
          + str(get_args(TeacherSet))),
         (TeacherOptions, {"teacher_bn": "eval"}, "`teacher_bn`"),
         (TeacherOptions, {"teacher_dtype": torch.int8}, "`teacher_dtype`"),
         (TeacherOptions, {"cache_teachers": "yes"}, "`cache_teachers` to be a bool"),
-        (TeacherOptions, {"teacher_batching": "vmap", "cache_teachers": False}, "`teacher_batching` to be 'loop'"),
+        (TeacherOptions, {"teacher_batching": "vmap", "cache_teachers": False},
+         "`teacher_batching` to be 'loop'"),
     ],
 )
 def test_each_object_validates_itself_when_made(cls, bad, message):
@@ -148,25 +163,32 @@ def test_each_object_validates_itself_when_made(cls, bad, message):
 
 def test_objects_are_frozen_keyword_only_and_hold_tuples():
     options = DistillationOptions(feature_layers=["a", "b"])
-    assert options.feature_layers == ("a", "b") and DistillationOptions(feature_layers="a").feature_layers == ("a",)
+    assert options.feature_layers == ("a", "b")
+    assert DistillationOptions(feature_layers="a").feature_layers == ("a",)
     assert SnapshotOptions(prune_ratio=[0.5, 0.25]).prune_ratio == (0.5, 0.25)
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.temperature = 3.0  # type: ignore[misc]
     with pytest.raises(TypeError):
-        DistillationOptions(2.0)  # type: ignore[misc]
+        DistillationOptions(2.0)  # type: ignore[call-arg]
     assert m2kd_config(options)["feature_layers"] == ["a", "b"]
 
 
 def test_plugins_take_their_part_of_the_objects():
-    distillation = DistillationOptions(temperature=3.0, mm_weight=0.5, teachers="last", teacher_sample=1,
-                                       feature_layers=["2"], feature_loss="mse", feature_teachers="all",
-                                       feat_weight=2.0)
-    teacher = TeacherOptions(teacher_bn="running", teacher_dtype=torch.bfloat16, cache_teachers=False)
+    distillation = DistillationOptions(temperature=3.0, mm_weight=0.5, teachers="last",
+                                       teacher_sample=1, feature_layers=["2"], feature_loss="mse",
+                                       feature_teachers="all", feat_weight=2.0)
+    teacher = TeacherOptions(teacher_bn="running", teacher_dtype=torch.bfloat16,
+                             cache_teachers=False)
     store = SnapshotStore("full")
     mm = MultiModelDistillationPlugin.from_options(distillation, teacher, store=store)
     assert (mm.temperature, mm.weight, mm.teachers, mm.teacher_sample) == (3.0, 0.5, "last", 1)
-    assert (mm.teacher_bn, mm.teacher_dtype, store.cache_teachers) == ("running", torch.bfloat16, False)
+    assert (mm.teacher_bn, mm.teacher_dtype, store.cache_teachers) == (
+        "running", torch.bfloat16, False
+    )
     ml = MultiLevelDistillationPlugin.from_options(distillation, store=store)
-    assert (ml.feature_layers, ml.loss, ml.teachers, ml.weight, ml.teacher_bn) == (["2"], "mse", "all", 2.0, "batch")
-    with pytest.raises(ValueError, match=r"either `teacher_options` or the keywords.*teacher_bn='running'"):
+    assert (ml.feature_layers, ml.loss, ml.teachers, ml.weight, ml.teacher_bn) == (
+        ["2"], "mse", "all", 2.0, "batch"
+    )
+    with pytest.raises(ValueError,
+                       match=r"either `teacher_options` or the keywords.*teacher_bn='running'"):
         MultiModelDistillationPlugin(teacher_bn="running", teacher_options=TeacherOptions())

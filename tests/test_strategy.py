@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
@@ -11,7 +12,13 @@ from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
 from avalanche.logging import InteractiveLogger
 from avalanche.models import IncrementalClassifier
 from avalanche.training import Naive
-from avalanche.training.plugins import EvaluationPlugin, EWCPlugin, LRSchedulerPlugin, ReplayPlugin, SupervisedPlugin
+from avalanche.training.plugins import (
+    EvaluationPlugin,
+    EWCPlugin,
+    LRSchedulerPlugin,
+    ReplayPlugin,
+    SupervisedPlugin,
+)
 from torch import nn
 
 from avalanche_m2kd import M2KDStrategy, MultiLevelDistillationPlugin, MultiModelDistillationPlugin
@@ -36,6 +43,7 @@ def _old_class_accuracy(strategy, benchmark) -> float:
     results = strategy.eval(benchmark.test_stream)
     sizes = [len(e.dataset) for e in benchmark.test_stream]
     old, _ = old_new_accuracy(experience_accuracies(results), sizes, current=4)
+    assert old is not None
     return old
 
 
@@ -43,13 +51,15 @@ def test_m2kd_keeps_old_classes_better_than_naive(digits, mlp):
     def sgd(model):
         return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
-    common = dict(train_mb_size=32, train_epochs=8, eval_mb_size=256)
+    common: dict[str, Any] = dict(train_mb_size=32, train_epochs=8, eval_mb_size=256)
     model = mlp()
-    naive = Naive(model=model, optimizer=sgd(model), criterion=nn.CrossEntropyLoss(), evaluator=_evaluator(), **common)
+    naive = Naive(model=model, optimizer=sgd(model), criterion=nn.CrossEntropyLoss(),
+                  evaluator=_evaluator(), **common)
     naive_old = _old_class_accuracy(naive, digits)
     torch.manual_seed(0)
     model = mlp()
-    m2kd = M2KDStrategy(model, sgd(model), nn.CrossEntropyLoss(), evaluator=_evaluator(), mem_size=40, **common)
+    m2kd = M2KDStrategy(model, sgd(model), nn.CrossEntropyLoss(), evaluator=_evaluator(),
+                        mem_size=40, **common)
     m2kd_old = _old_class_accuracy(m2kd, digits)
     assert naive_old < 0.1  # fine-tuning forgets the old classes completely
     assert m2kd_old > naive_old + 0.4, (m2kd_old, naive_old)
@@ -77,7 +87,9 @@ def test_runs_beside_avalanche_evaluation_loggers_and_plugins(digits, capsys, ml
 
 @pytest.mark.parametrize("head", ["linear", "incremental"])
 def test_linear_and_incremental_heads(digits_images, head, conv_net):
-    model = conv_net(head=IncrementalClassifier(16, initial_out_features=2) if head == "incremental" else None)
+    model = conv_net(
+        head=IncrementalClassifier(16, initial_out_features=2) if head == "incremental" else None
+    )
     strategy = M2KDStrategy(
         model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), train_mb_size=32,
         train_epochs=8, evaluator=_evaluator(), mem_size=20, feature_layers=["1", "4"],
@@ -107,8 +119,9 @@ def test_unseen_units_of_a_fixed_head_never_enter_the_loss(digits, mlp):
 
 def test_avalanche_style_call_with_defaults_on_any_model(digits_images, conv_net):
     model = conv_net()
-    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05), nn.CrossEntropyLoss(),
-                            train_mb_size=32, train_epochs=1, device="cpu", evaluator=_evaluator())
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05),
+                            nn.CrossEntropyLoss(), train_mb_size=32, train_epochs=1, device="cpu",
+                            evaluator=_evaluator())
     for exp in digits_images.train_stream[:2]:
         strategy.train(exp)
     assert len(strategy.snapshots) == 2
@@ -131,9 +144,11 @@ def test_other_snapshot_modes_and_feature_losses(digits_images, mode, conv_net):
 
 def test_plugins_work_alone_beside_an_avalanche_strategy(digits, mlp):
     model = mlp()
-    mm, ml = MultiModelDistillationPlugin(teachers="all"), MultiLevelDistillationPlugin(feature_layers=["2"])
+    mm = MultiModelDistillationPlugin(teachers="all")
+    ml = MultiLevelDistillationPlugin(feature_layers=["2"])
     strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
-                     criterion=nn.CrossEntropyLoss(), train_mb_size=64, evaluator=_evaluator(), plugins=[mm, ml])
+                     criterion=nn.CrossEntropyLoss(), train_mb_size=64, evaluator=_evaluator(),
+                     plugins=[mm, ml])
     losses = []
 
     class Spy(SupervisedPlugin):
@@ -167,7 +182,8 @@ def test_runs_on_class_incremental_benchmark_with_replay(mlp):
         "train": as_classification_dataset(TensorClassificationDataset(x[:1400], y[:1400])),
         "test": as_classification_dataset(TensorClassificationDataset(x[1400:], y[1400:])),
     }
-    benchmark = class_incremental_benchmark(datasets, class_order=list(range(10)), num_experiences=5)
+    benchmark = class_incremental_benchmark(datasets, class_order=list(range(10)),
+                                            num_experiences=5)
     assert len(benchmark.train_stream[0].dataset[0]) == 2  # (x, y): no task label
     common = dict(train_mb_size=32, train_epochs=8, evaluator=_evaluator())
     model = mlp()
@@ -212,8 +228,8 @@ def test_prune_ratio_out_of_range(ratio, mlp):
 
 @pytest.mark.parametrize(
     "option",
-    [dict(teacher_bn="eval"), dict(teacher_slice="all"), dict(teachers="first"), dict(temperature=0.0),
-     dict(mem_size=-1), dict(mem_size=2.5), dict(logit_adjustment=-0.5)],
+    [dict(teacher_bn="eval"), dict(teacher_slice="all"), dict(teachers="first"),
+     dict(temperature=0.0), dict(mem_size=-1), dict(mem_size=2.5), dict(logit_adjustment=-0.5)],
 )
 def test_distillation_options_out_of_range(option, mlp):
     model = mlp()
@@ -225,10 +241,12 @@ def test_stream_with_task_labels_is_rejected_at_the_first_experience(digits, mlp
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    data = TensorClassificationDataset(torch.tensor(d.data, dtype=torch.float32) / 16, torch.tensor(d.target))
+    data = TensorClassificationDataset(torch.tensor(d.data, dtype=torch.float32) / 16,
+                                       torch.tensor(d.target))
     benchmark = nc_benchmark(data, data, n_experiences=5, task_labels=True, seed=0)
     model = mlp()
-    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), evaluator=_evaluator(), mem_size=0)
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                            evaluator=_evaluator(), mem_size=0)
     before = copy.deepcopy(model.state_dict())
     # Experience 0 has task label 0; experience 1 has 1: refused before any training.
     with pytest.raises(ValueError, match=r"Experience 1 has task labels \[1\]"):
@@ -239,7 +257,8 @@ def test_stream_with_task_labels_is_rejected_at_the_first_experience(digits, mlp
 
 def test_repeated_classes_are_rejected(digits, mlp):
     model = mlp()
-    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), evaluator=_evaluator(), mem_size=0)
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                            evaluator=_evaluator(), mem_size=0)
     strategy.train(digits.train_stream[0])
     with pytest.raises(ValueError, match="not class-incremental"):
         strategy.train(digits.train_stream[0])
@@ -247,8 +266,9 @@ def test_repeated_classes_are_rejected(digits, mlp):
 
 def test_nested_store_out_of_free_weights(digits, mlp):
     model = mlp()
-    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), evaluator=_evaluator(),
-                            mem_size=0, prune_ratio=0.0)  # experience 0 keeps every weight
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                            evaluator=_evaluator(), mem_size=0,
+                            prune_ratio=0.0)  # experience 0 keeps every weight
     strategy.train(digits.train_stream[0])
     with pytest.raises(RuntimeError, match="no free weights left"):
         strategy.train(digits.train_stream[1])
@@ -261,8 +281,9 @@ def test_same_seed_gives_identical_runs_on_cpu(digits_images, conv_net, identica
         torch.manual_seed(0)
         model = conv_net()
         strategy = M2KDStrategy(
-            model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), nn.CrossEntropyLoss(),
-            train_mb_size=32, train_epochs=2, eval_mb_size=256, evaluator=_evaluator(), mem_size=20,
+            model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+            nn.CrossEntropyLoss(), train_mb_size=32, train_epochs=2, eval_mb_size=256,
+            evaluator=_evaluator(), mem_size=20,
         )
         metrics = []
         for exp in digits_images.train_stream[:3]:
@@ -295,7 +316,12 @@ def test_teacher_sample_runs_only_k_teachers_per_step(mlp):
     plugin.before_training_exp(strategy)
     used = []
     original = store.teacher
-    store.teacher = lambda k: used.append(k) or original(k)
+
+    def teacher(k):
+        used.append(k)
+        return original(k)
+
+    store.teacher = teacher  # type: ignore[method-assign]
     seen = set()
     for _ in range(20):
         used.clear()
@@ -328,7 +354,8 @@ def test_non_finite_loss_stops_training_before_the_update(digits, mlp):
         model, torch.optim.SGD(model.parameters(), lr=0.05), train_mb_size=32,
         evaluator=_evaluator(), mem_size=0, plugins=[_ScaleLoss(float("inf"))],
     )
-    with pytest.raises(FloatingPointError, match=r"loss is inf at experience 0, epoch 0, iteration 0: inputs and weights are finite"):
+    with pytest.raises(FloatingPointError, match=r"loss is inf at experience 0, epoch 0, "
+                                                 r"iteration 0: inputs and weights are finite"):
         strategy.train(digits.train_stream[0])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing updated
 
@@ -338,7 +365,8 @@ def test_nan_inputs_are_named_as_the_cause(mlp):
     x[3, 5] = float("nan")
     y = torch.arange(40) % 2
     data = TensorClassificationDataset(x, y)
-    benchmark = nc_benchmark(data, data, n_experiences=1, task_labels=False, fixed_class_order=[0, 1])
+    benchmark = nc_benchmark(data, data, n_experiences=1, task_labels=False,
+                             fixed_class_order=[0, 1])
     model = mlp()
     strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05), train_mb_size=40,
                             evaluator=_evaluator(), mem_size=0)
@@ -356,7 +384,8 @@ def test_mixed_precision_student(digits_images, conv_net, dtype):
     model = conv_net()
     strategy = M2KDStrategy(
         model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=32,
-        train_epochs=4, evaluator=_evaluator(), mem_size=20, feature_layers=["1", "4"], mixed_precision=dtype,
+        train_epochs=4, evaluator=_evaluator(), mem_size=20, feature_layers=["1", "4"],
+        mixed_precision=dtype,
     )
     assert (strategy.grad_scaler is not None) == (dtype == torch.float16)
     seen = []
@@ -372,13 +401,15 @@ def test_mixed_precision_student(digits_images, conv_net, dtype):
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
     assert strategy.eval(digits_images.test_stream[:2])[ACC] > 0.6  # chance is 1/4
     if dtype == torch.float16:
+        assert strategy.grad_scaler is not None
         assert 0 < strategy.grad_scaler.get_scale() < float("inf")
 
 
 def test_mixed_precision_rejects_other_dtypes(mlp):
     model = mlp()
     with pytest.raises(ValueError, match="`mixed_precision`"):
-        M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), mixed_precision=torch.float64)
+        M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                     mixed_precision=torch.float64)
 
 
 def test_teacher_cost_options_reach_the_plugins_and_store(digits_images, conv_net):
@@ -388,7 +419,8 @@ def test_teacher_cost_options_reach_the_plugins_and_store(digits_images, conv_ne
         train_epochs=2, evaluator=_evaluator(), mem_size=20, feature_layers=["1", "4"],
         teacher_dtype=torch.bfloat16, cache_teachers=False,
     )
-    distillers = [p for p in strategy.plugins if isinstance(p, (MultiModelDistillationPlugin, MultiLevelDistillationPlugin))]
+    distillers = [p for p in strategy.plugins
+                  if isinstance(p, (MultiModelDistillationPlugin, MultiLevelDistillationPlugin))]
     assert len(distillers) == 2 and all(p.teacher_dtype is torch.bfloat16 for p in distillers)
     for exp in digits_images.train_stream[:3]:
         strategy.train(exp)
@@ -421,16 +453,19 @@ def test_restore_released_at_end_of_experience_only_changes_the_model_between_ex
     store = sparse.snapshots
     for name in store.prunable:
         released = snapshot_mask(store.owners[name], 1).logical_not()  # not kept by experience 0
-        assert torch.equal(sparse_between[name][released], torch.zeros_like(sparse_between[name][released]))
+        zeros = torch.zeros_like(sparse_between[name][released])
+        assert torch.equal(sparse_between[name][released], zeros)
         assert dense_between[name][released].abs().sum() > 0
         assert torch.equal(sparse_between[name][~released], dense_between[name][~released])
     assert identical(sparse.snapshots.state_dict(), dense.snapshots.state_dict())
     dense_state = dense.model.state_dict()
     for name, value in sparse.model.state_dict().items():  # the same training
-        kept = snapshot_mask(store.owners[name], 2) if name in store.prunable else torch.ones_like(value, dtype=torch.bool)
+        kept = (snapshot_mask(store.owners[name], 2) if name in store.prunable
+                else torch.ones_like(value, dtype=torch.bool))
         assert torch.equal(value[kept], dense_state[name][kept]), name
     with pytest.raises(ValueError, match="restore_released_at"):
-        M2KDStrategy(sparse.model, torch.optim.SGD(sparse.model.parameters(), lr=0.1), restore_released_at="later")
+        M2KDStrategy(sparse.model, torch.optim.SGD(sparse.model.parameters(), lr=0.1),
+                     restore_released_at="later")  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------ odd inputs (each a user's case)
@@ -449,15 +484,17 @@ class _HeadBeforeAux(nn.Module):
 
 def test_wrong_head_found_is_refused_before_training_and_names_the_real_one(digits):
     model = _HeadBeforeAux()
-    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), evaluator=_evaluator(), mem_size=20)
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                            evaluator=_evaluator(), mem_size=20)
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(ValueError, match=r"head found, 'aux', does not produce.*'fc' does\. Pass head_name='fc'"):
+    with pytest.raises(ValueError, match=r"head found, 'aux', does not produce.*'fc' does\. "
+                                         r"Pass head_name='fc'"):
         strategy.train(digits.train_stream[0])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
     model = _HeadBeforeAux()
-    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), evaluator=_evaluator(),
-                            mem_size=20, head_name="fc")
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                            evaluator=_evaluator(), mem_size=20, head_name="fc")
     for exp in digits.train_stream[:2]:
         strategy.train(exp)
     assert len(strategy.snapshots) == 2
@@ -465,8 +502,9 @@ def test_wrong_head_found_is_refused_before_training_and_names_the_real_one(digi
 
 def test_wrong_head_is_refused_for_a_distillation_plugin_alone(digits):
     model = _HeadBeforeAux()
-    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=32,
-                     plugins=[MultiLevelDistillationPlugin()], evaluator=_evaluator())
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                     train_mb_size=32, plugins=[MultiLevelDistillationPlugin()],
+                     evaluator=_evaluator())
     with pytest.raises(ValueError, match="Pass head_name='fc'"):
         strategy.train(digits.train_stream[0])
 
@@ -477,7 +515,8 @@ def test_wrong_head_is_refused_for_a_distillation_plugin_alone(digits):
         (dict(train_epochs=2.0), r"`train_epochs` to be an int >= 1, but got 2\.0"),
         (dict(train_epochs=0), r"`train_epochs` to be an int >= 1, but got 0"),
         (dict(train_epochs=2, post_prune_epochs=2), r"`post_prune_epochs` to be < train_epochs=2"),
-        (dict(feature_loss="l2"), r"`feature_loss` to be one of \('normalized_mse', 'mse', 'attention'\)"),
+        (dict(feature_loss="l2"),
+         r"`feature_loss` to be one of \('normalized_mse', 'mse', 'attention'\)"),
         (dict(feature_teachers="first"), "`feature_teachers`"),
         (dict(feat_weight=-1.0), "`feat_weight`"),
         (dict(mm_weight=-1.0), "`mm_weight`"),
@@ -492,18 +531,20 @@ def test_training_options_are_refused_at_construction(options, message, mlp):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
 def test_cuda_device_without_a_gpu_is_refused_at_construction(mlp):
     model = mlp()
-    with pytest.raises(ValueError, match=r"device='cuda' but torch sees no CUDA device here.*device='cpu'"):
+    with pytest.raises(ValueError,
+                       match=r"device='cuda' but torch sees no CUDA device here.*device='cpu'"):
         M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), device="cuda")
 
 
 def test_feature_plugin_names_its_own_loss_argument():
     with pytest.raises(ValueError, match=r"Expected argument `loss` to be one of"):
-        MultiLevelDistillationPlugin(loss="l2")
+        MultiLevelDistillationPlugin(loss="l2")  # type: ignore[arg-type]
 
 
 def test_unknown_layer_suggests_the_closest_names(mlp):
     model = nn.Sequential()
     for i in range(70):
         model.add_module(f"block{i}", nn.Linear(4, 4))
-    with pytest.raises(ValueError, match=r"Unknown layer 'blok12'.*Did you mean 'block12'.*\(70 in all\)"):
+    with pytest.raises(ValueError,
+                       match=r"Unknown layer 'blok12'.*Did you mean 'block12'.*\(70 in all\)"):
         M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), feature_layers=["blok12"])

@@ -1,4 +1,5 @@
-"""TrainingMixin in front of Avalanche's own Naive: torchrun, mixed precision and the finite-loss check."""
+"""TrainingMixin in front of Avalanche's own Naive: torchrun, mixed precision and the
+finite-loss check."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def test_naive_with_the_mixin_trains_under_bf16_autocast(digits, mlp):
     forward = strategy._forward
 
     def spied():
-        spy.inside.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        enabled = torch.is_autocast_enabled("cpu")
+        spy.inside.append(torch.get_autocast_dtype("cpu") if enabled else None)
         return forward()
 
     strategy._forward = spied
@@ -90,17 +92,22 @@ class Wrapped(SupervisedPlugin, supports_distributed=True):
 
 DistributedHelper.init_distributed(random_seed=0, use_cuda=False)
 torch.manual_seed(0)
-model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-strategy = RobustNaive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=16,
-                       criterion=torch.nn.CrossEntropyLoss(), evaluator=EvaluationPlugin(loggers=[]),
-                       plugins=[Wrapped()], mixed_precision=torch.bfloat16)
+model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                            torch.nn.Linear(32, 10))
+strategy = RobustNaive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                       train_mb_size=16, criterion=torch.nn.CrossEntropyLoss(),
+                       evaluator=EvaluationPlugin(loggers=[]), plugins=[Wrapped()],
+                       mixed_precision=torch.bfloat16)
 strategy.train(split_digits(5, seed=0).train_stream[0])
-torch.save({"wrapped": Wrapped.seen, "state": model.state_dict()}, f"{sys.argv[1]}/rank{DistributedHelper.rank}.pt")
+torch.save({"wrapped": Wrapped.seen, "state": model.state_dict()},
+           f"{sys.argv[1]}/rank{DistributedHelper.rank}.pt")
 '''
 
 
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="needs gloo")
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="needs gloo",
+)
 def test_naive_with_the_mixin_trains_under_torchrun_with_identical_ranks(tmp_path):
     """Avalanche's Naive alone never wraps the model in DDP under torchrun; with the mixin
     every training forward goes through DistributedDataParallel (under bf16 autocast), and
@@ -113,8 +120,8 @@ def test_naive_with_the_mixin_trains_under_torchrun_with_identical_ranks(tmp_pat
     script.write_text(_DDP_SCRIPT)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-         str(tmp_path)], env=env, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))

@@ -19,7 +19,8 @@ from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm
 __all__ = ["MultiLevelDistillationPlugin"]
 
 
-class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
+# Avalanche types no `__init_subclass__` keyword: mypy does not know `supports_distributed`.
+class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):  # type: ignore[call-arg]
     r"""Adds ``weight * L_feat`` to the loss: feature distillation at named layers.
 
     .. math::
@@ -121,6 +122,7 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):
         teachers = self.pending_outputs(strategy)
         if teachers is None:
             return
+        assert self._student is not None  # teacher_outputs gave features: the capture is on
         student = self._student.collect()
         strategy.loss += self.weight * multi_level_distillation_loss(student, teachers, self.loss)
 

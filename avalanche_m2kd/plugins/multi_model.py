@@ -22,7 +22,8 @@ from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm
 __all__ = ["MultiModelDistillationPlugin"]
 
 
-class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
+# Avalanche types no `__init_subclass__` keyword: mypy does not know `supports_distributed`.
+class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):  # type: ignore[call-arg]
     r"""Adds ``weight * L_mm`` to the loss, distilling from every stored snapshot.
 
     .. math::
@@ -127,12 +128,13 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):
     def before_training_exp(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         super().before_training_exp(strategy, *args, **kwargs)
         ids = self.teacher_ids(self.teachers)
-        slices, weights = (
+        indices, weights = (
             teacher_slices(self.store.classes, ids, self.teacher_slice) if ids else ([], [])
         )
+        slices: list[list[int] | Tensor] = list(indices)
         device = getattr(strategy, "device", None)
         if device is not None:  # index tensors made once: no host-to-device copy in a step
-            slices = [torch.tensor(s, dtype=torch.long, device=device) for s in slices]
+            slices = [torch.tensor(s, dtype=torch.long, device=device) for s in indices]
         self._plan = (ids, slices, weights)
 
     def teacher_outputs(

@@ -27,7 +27,8 @@ _Plugin = TypeVar("_Plugin", bound="TeacherPlugin")
 _PLUGIN_DEFAULT = TeacherOptions(cache_teachers=None)
 
 
-class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
+# Avalanche types no `__init_subclass__` keyword: mypy does not know `supports_distributed`.
+class TeacherPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignore[call-arg]
     """Base of the distillation plugins: their :class:`SnapshotStore` and how its teachers run.
 
     With ``store=None`` the plugin works on its own: it keeps a private ``"full"``
@@ -154,7 +155,9 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):
         self.store.bind(strategy.model)
         if self.owns_store and len(self.store) == 0:
             probe = probe_input(strategy.experience, strategy.device)
-            check_head(strategy.model, self.store.head_name, probe)
+            head_name = self.store.head_name
+            assert head_name is not None  # bind() found it
+            check_head(strategy.model, head_name, probe)
 
     def teacher_outputs(self, strategy: Any) -> Any:
         """What the plugin's loss needs from the teachers on ``strategy.mb_x``

@@ -3,7 +3,7 @@
 Directives (each fails the build, under ``-W``, when what it reads is missing or
 inconsistent, so a page cannot drift from the code or the records):
 
-``m2kd-options``
+``m2kd-options`` (in ``m2kd_options``)
     Every parameter of ``M2KDStrategy.__init__``: its default read from
     ``inspect.signature``, its description from the ``Args:`` section of the option
     class it belongs to (:mod:`avalanche_m2kd.option_types`) or, for the others, of
@@ -33,15 +33,12 @@ Events:
 
 from __future__ import annotations
 
-import ast
-import dataclasses
+import contextlib
 import importlib
 import inspect
 import json
 import os
 import pkgutil
-import re
-import tomllib
 import typing
 from pathlib import Path
 from typing import Any
@@ -49,6 +46,7 @@ from typing import Any
 from docutils import nodes
 from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
+from m2kd_options import OptionsDirective  # docs/_ext is on sys.path (docs/conf.py)
 from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
@@ -57,42 +55,12 @@ LOG = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "avalanche_m2kd"
 RESULTS = ROOT / "benchmarks" / "results"
-SOURCES = Path(__file__).resolve().parents[1] / "option_sources.toml"
 
 
 # --------------------------------------------------------------------------- docstrings
-def _entries(doc: str, section: str = "Args") -> dict[str, str]:
-    """``{name: description}`` of a Google-style section; ``a, b: text`` gives both."""
-    lines = inspect.cleandoc(doc).splitlines()
-    try:
-        start = lines.index(f"{section}:") + 1
-    except ValueError:
-        return {}
-    body: list[str] = []
-    for line in lines[start:]:
-        if line.strip() and not line.startswith(" "):
-            break
-        body.append(line)
-    indent = min((len(x) - len(x.lstrip()) for x in body if x.strip()), default=0)
-    entries: list[list[str]] = []
-    for line in body:
-        if line.strip() and len(line) - len(line.lstrip()) == indent and not (
-            entries and entries[-1][-1].rstrip().endswith(",") and ":" not in entries[-1][0]
-        ):
-            entries.append([line.strip()])
-        elif entries:
-            entries[-1].append(line.strip())
-    out: dict[str, str] = {}
-    for entry in entries:
-        text = " ".join(x for x in entry if x)
-        names, _, description = text.partition(": ")
-        for name in names.split(","):
-            if name.strip():
-                out[name.strip()] = description.strip()
-    return out
-
-
-def _split_multi_name_args(app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+def _split_multi_name_args(
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
     """Before napoleon reads a docstring: an ``Args:`` entry naming several parameters
     (``a, b: text``, the names possibly wrapped over lines) becomes one entry per name,
     each with the text, which napoleon then renders (and escapes, ``*args``) one by one."""
@@ -115,7 +83,8 @@ def _split_multi_name_args(app: Sphinx, what: str, name: str, obj: Any, options:
                 names, colon, text = head.strip().partition(":")
                 if colon and "," in names and "(" not in names:
                     body: list[str] = []
-                    while j < len(lines) and lines[j].strip() and len(lines[j]) - len(lines[j].lstrip()) > indent:
+                    while (j < len(lines) and lines[j].strip()
+                           and len(lines[j]) - len(lines[j].lstrip()) > indent):
                         body.append(lines[j])
                         j += 1
                     for one in (n.strip() for n in names.split(",") if n.strip()):
@@ -133,10 +102,8 @@ def _lookup(target: str, modname: str | None) -> tuple[bool, Any]:
     parts = target.split(".")
     scopes: list[Any] = []
     if modname:
-        try:
+        with contextlib.suppress(ImportError):
             scopes.append(importlib.import_module(modname))
-        except ImportError:
-            pass
     for scope in scopes:
         obj: Any = scope
         try:
@@ -203,14 +170,17 @@ def _resolve(app: Sphinx, env: Any, node: Any, contnode: nodes.Node) -> nodes.No
     found, obj = _lookup(target, node.get("py:module"))
     if found and _is_ours(obj) and not _is_type_alias(obj):
         name = _canonical(obj)
-        if name in domain.objects or name in domain.modules:
+        if name is not None and (name in domain.objects or name in domain.modules):
             return link(name)  # a re-export (avalanche_m2kd.M2KDStrategy): the documented object
         if name and _private(name):
             return contnode  # a private base class or helper: named, not linked
-    matches = sorted(n for n in domain.objects if n.endswith("." + target) and n.startswith(PACKAGE + "."))
+    matches = sorted(n for n in domain.objects
+                     if n.endswith("." + target) and n.startswith(PACKAGE + "."))
     if len(matches) == 1:
         return link(matches[0])
-    if (found and (not _is_ours(obj) or _is_type_alias(obj))) or (not found and "." not in target and _our_alias(target)):
+    if (found and (not _is_ours(obj) or _is_type_alias(obj))) or (
+        not found and "." not in target and _our_alias(target)
+    ):
         return contnode  # another library's object, or one of our type aliases: unlinked
     return None
 
@@ -226,115 +196,17 @@ def _check_coverage(app: Sphinx, env: Any) -> None:
     documented = set(env.get_domain("py").modules)
     for name in _public_modules():
         if name not in documented:
-            LOG.warning("public module %s is on no API page (docs/api/*.md)", name, type="m2kd", subtype="api")
+            LOG.warning("public module %s is on no API page (docs/api/*.md)", name,
+                        type="m2kd", subtype="api")
 
 
 # --------------------------------------------------------------------------- directives
-def _default(value: Any) -> str:
-    if value is inspect.Parameter.empty:
-        return "required"
-    if inspect.isfunction(value) or inspect.isclass(value):
-        return f"``{value.__name__}``"
-    if isinstance(value, __import__("torch").nn.Module):
-        return f"``nn.{type(value).__name__}()``"
-    return f"``{value!r}``"
-
-
-def _cell(text: str) -> list[str]:
-    """A list-table cell: its first line after ``- ``, the others under it."""
-    lines = (text or "\\ ").strip().splitlines()
-    return ["     - " + lines[0]] + ["       " + line for line in lines[1:]]
-
-
-def _option_groups() -> dict[str, Any]:
-    """``{field: option class}`` of every field of :mod:`avalanche_m2kd.option_types`'s groups."""
-    from avalanche_m2kd import option_types
-
-    classes = [getattr(option_types, n) for n in option_types.__all__]
-    groups = [c for c in classes if inspect.isclass(c) and issubclass(c, option_types.OptionGroup)
-              and c is not option_types.OptionGroup]
-    return {f.name: cls for cls in groups for f in dataclasses.fields(cls)}
-
-
-def _option_problems(params: list[inspect.Parameter], described: dict[str, str],
-                     groups: dict[str, Any], sources: dict[str, str]) -> list[str]:
-    """Why the options table cannot be built as documented (empty: it can)."""
-    names = [p.name for p in params]
-    fields = {name: {f.name: f for f in dataclasses.fields(cls)}[name] for name, cls in groups.items()}
-    problems = [f"`{n}` has no description in M2KDStrategy's Args" for n in names if n not in described]
-    problems += [f"`{n}` has no entry in docs/option_sources.toml" for n in names if n not in sources]
-    problems += [f"docs/option_sources.toml names `{n}`, which M2KDStrategy does not take"
-                 for n in sources if n not in names]
-    problems += [f"M2KDStrategy's Args describes `{n}`, which it does not take"
-                 for n in described if n not in names]
-    problems += [f"{cls.__name__}.{n} is no keyword of M2KDStrategy" for n, cls in groups.items() if n not in names]
-    problems += [f"{cls.__name__}.{n} has no description in its Args" for n, cls in groups.items()
-                 if n not in _entries(cls.__doc__ or "")]
-    problems += [f"M2KDStrategy's `{p.name}` defaults to {p.default!r}, {groups[p.name].__name__}'s to "
-                 f"{fields[p.name].default!r}" for p in params
-                 if p.name in groups and _value(p.default) != fields[p.name].default]
-    return problems
-
-
-def _value(default: Any) -> Any:
-    """A signature default as a value (``autodoc_preserve_defaults`` leaves its source text)."""
-    if type(default).__name__ != "DefaultValue":
-        return default
-    try:
-        return ast.literal_eval(default.name)
-    except (ValueError, SyntaxError):
-        return default.name
-
-
-class OptionsDirective(SphinxDirective):
-    """The table of ``M2KDStrategy``'s options, read from the code.
-
-    An option that is a field of one of :mod:`avalanche_m2kd.option_types`'s groups is
-    described by that class's docstring (``Args:``), and the table names the class;
-    the others by ``M2KDStrategy``'s docstring.
-    """
-
-    has_content = False
-
-    def run(self) -> list[nodes.Node]:
-        from avalanche_m2kd import M2KDStrategy, option_types
-
-        self.env.note_dependency(str(SOURCES))
-        self.env.note_dependency(inspect.getsourcefile(M2KDStrategy))
-        self.env.note_dependency(inspect.getsourcefile(option_types))
-        params = [p for p in inspect.signature(M2KDStrategy.__init__).parameters.values() if p.name != "self"]
-        described = _entries(M2KDStrategy.__doc__ or "")
-        groups = _option_groups()
-        sources: dict[str, str] = tomllib.loads(SOURCES.read_text())["sources"]
-        for problem in _option_problems(params, described, groups, sources):
-            LOG.warning("options table: %s", problem, location=self.get_location(), type="m2kd", subtype="options")
-        rows = [".. list-table::", "   :header-rows: 1", "   :class: m2kd-options", "",
-                "   * - option", "     - default", "     - in", "     - default from"]
-        details: list[str] = []
-        for p in params:
-            label = "option-" + p.name.replace("_", "-")
-            source = sources.get(p.name, "")
-            group = groups.get(p.name)
-            rows += [f"   * - :ref:`{p.name} <{label}>`"] + _cell(_default(p.default))
-            rows += _cell(f":class:`~{group.__module__}.{group.__name__}`" if group else "")
-            rows += _cell(re.split(r"[:;,]", source, maxsplit=1)[0])  # "ours", "paper (abstract)"
-            keyword = " (keyword only)" if p.kind is inspect.Parameter.KEYWORD_ONLY else ""
-            text = _entries(group.__doc__ or "").get(p.name, "") if group else described.get(p.name, "")
-            where = (f"*Field of* :class:`~{group.__module__}.{group.__name__}` (``{group.argument}=``)."
-                     if group else "")
-            details += ["", f".. _{label}:", "", f".. rubric:: ``{p.name}`` = {_default(p.default)}{keyword}",
-                        "   :class: m2kd-option", "", text, "", where, "", f"*Default from:* {source}"]
-        rows += ["", ".. rubric:: Every option", ""] + details
-        container = nodes.container()
-        self.state.nested_parse(StringList(rows), self.content_offset, container)
-        return container.children
-
-
 class ResultsDirective(SphinxDirective):
     """The harness's tables (and figures) of one ``benchmarks/results/DIR``."""
 
     required_arguments = 1
-    option_spec = {"kind": directives.unchanged, "figures": directives.flag, "tables": directives.unchanged}
+    option_spec = {"kind": directives.unchanged, "figures": directives.flag,
+                   "tables": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
         folder = RESULTS / self.arguments[0]
@@ -363,7 +235,8 @@ class ResultsDirective(SphinxDirective):
                 self.env.note_dependency(str(png))
                 uri = os.path.relpath(png, docdir).replace(os.sep, "/")
                 figure = nodes.figure()
-                figure += nodes.image(uri=uri, alt=f"{self.arguments[0]}/{png.name}", candidates={"*": str(png)})
+                figure += nodes.image(uri=uri, alt=f"{self.arguments[0]}/{png.name}",
+                                      candidates={"*": str(png)})
                 figure += nodes.caption(text=f"benchmarks/results/{self.arguments[0]}/{png.name}")
                 container += figure
         return [container]
@@ -388,8 +261,8 @@ class FidelityDirective(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         files = sorted((RESULTS / "snapshot-fidelity").glob("*.jsonl"))
         if not files:
-            LOG.warning("no benchmarks/results/snapshot-fidelity/*.jsonl", location=self.get_location(),
-                        type="m2kd", subtype="results")
+            LOG.warning("no benchmarks/results/snapshot-fidelity/*.jsonl",
+                        location=self.get_location(), type="m2kd", subtype="results")
             return []
         from benchmarks import snapshot_fidelity
 
@@ -398,7 +271,8 @@ class FidelityDirective(SphinxDirective):
             self.env.note_dependency(str(path))
             lines += [snapshot_fidelity.report(path), ""]
         container = nodes.container(classes=["m2kd-results"])
-        self.state.nested_parse(StringList("\n".join(lines).splitlines()), self.content_offset, container)
+        rows = StringList("\n".join(lines).splitlines())
+        self.state.nested_parse(rows, self.content_offset, container)
         return [container]
 
 
@@ -411,12 +285,13 @@ class PluginsDirective(SphinxDirective):
         from avalanche_m2kd import plugins
 
         lines = ["| plugin | concern | hooks |", "|---|---|---|"]
-        order = ["SnapshotMaskingPlugin", "SeenClassesMaskingPlugin", "MultiModelDistillationPlugin",
-                 "MultiLevelDistillationPlugin"]
+        order = ["SnapshotMaskingPlugin", "SeenClassesMaskingPlugin",
+                 "MultiModelDistillationPlugin", "MultiLevelDistillationPlugin"]
         # Exported but not in the strategy's list: the distillation plugins' base, and the
         # plugin SnapshotMaskingPlugin builds for nested storage.
         parts = {"TeacherPlugin", "NestedTrainingPlugin"}
-        exported = [n for n in plugins.__all__ if inspect.isclass(getattr(plugins, n)) and n not in parts]
+        exported = [n for n in plugins.__all__
+                    if inspect.isclass(getattr(plugins, n)) and n not in parts]
         if sorted(order) != sorted(exported):
             LOG.warning("plugins table: avalanche_m2kd.plugins exports %s", plugins.__all__,
                         location=self.get_location(), type="m2kd", subtype="plugins")
@@ -427,19 +302,21 @@ class PluginsDirective(SphinxDirective):
                  if h.startswith(("before_", "after_")) and callable(vars(klass)[h])},
                 key=_hook_order,
             )
-            concern = inspect.getdoc(cls).splitlines()[0].rstrip(".")
+            doc = inspect.getdoc(cls)
+            assert doc is not None, f"avalanche_m2kd.plugins.{name} has no docstring"
+            concern = doc.splitlines()[0].rstrip(".")
             lines.append(f"| {{class}}`~{cls.__module__}.{name}` | {concern} | "
                          + ", ".join(f"`{h}`" for h in hooks) + " |")
-        lines.append("| Avalanche's `ReplayPlugin` | class-balanced exemplar memory, herding on the head's input "
-                     "(`mem_size=0`: none) | Avalanche's |")
+        lines.append("| Avalanche's `ReplayPlugin` | class-balanced exemplar memory, herding on "
+                     "the head's input (`mem_size=0`: none) | Avalanche's |")
         container = nodes.container()
         self.state.nested_parse(StringList(lines), self.content_offset, container)
         return container.children
 
 
-_LIFECYCLE = ["training", "training_exp", "train_dataset_adaptation", "train_dataloader", "training_epoch",
-              "training_iteration", "forward", "criterion", "backward", "update", "eval", "eval_exp",
-              "eval_iteration", "eval_forward"]
+_LIFECYCLE = ["training", "training_exp", "train_dataset_adaptation", "train_dataloader",
+              "training_epoch", "training_iteration", "forward", "criterion", "backward", "update",
+              "eval", "eval_exp", "eval_iteration", "eval_forward"]
 
 
 def _hook_order(hook: str) -> tuple[int, int]:
@@ -448,7 +325,8 @@ def _hook_order(hook: str) -> tuple[int, int]:
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    app.connect("autodoc-process-docstring", _split_multi_name_args, priority=400)  # before napoleon (500)
+    # priority 400: before napoleon (500) reads the docstring
+    app.connect("autodoc-process-docstring", _split_multi_name_args, priority=400)
     app.connect("missing-reference", _resolve)
     app.connect("env-check-consistency", _check_coverage)
     app.add_directive("m2kd-options", OptionsDirective)
