@@ -33,7 +33,8 @@ def _mathml(node: nodes.Element, latex: str, display: str) -> str:
     out = _LEFTOVER.sub(lambda m: ">" + _DELIMITERS.get(m.group(1), m.group(1)) + "<", out)
     left = _LEFTOVER.findall(out)
     if left:
-        LOG.warning("formula with commands MathML cannot show (%s): %s", ", ".join(left), latex, location=node)
+        LOG.warning("formula with commands MathML cannot show (%s): %s", ", ".join(left), latex,
+                    location=node)
     return out
 
 
@@ -51,5 +52,7 @@ def visit_displaymath(self: Any, node: nodes.Element) -> None:
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    app.add_html_math_renderer("mathml", inline_renderers=(visit_math, None), block_renderers=(visit_displaymath, None))
+    app.add_html_math_renderer(
+        "mathml", inline_renderers=(visit_math, None), block_renderers=(visit_displaymath, None)
+    )
     return {"parallel_read_safe": True, "parallel_write_safe": True}
