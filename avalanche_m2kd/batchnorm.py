@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["batch_norm_layers", "recalibrate_batch_norm"]
+__all__ = ["batch_norm_layers", "recalibrate_batch_norm", "running_stats"]
 
 
 def batch_norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -26,7 +26,7 @@ def batch_norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]
     ]
 
 
-def _running_stats(m: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor, Tensor]:
+def running_stats(m: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor, Tensor]:
     """``running_mean``, ``running_var`` and ``num_batches_tracked`` of a layer that
     tracks them (the only ones :func:`batch_norm_layers` returns)."""
     mean, var, count = m.running_mean, m.running_var, m.num_batches_tracked
@@ -63,7 +63,7 @@ def recalibrate_batch_norm(model: nn.Module, batches: Iterable[Tensor]) -> int:
         return 0
     modes = [(m, m.training) for m in model.modules()]
     momenta = [m.momentum for m in layers]
-    snapshot = [tuple(t.clone() for t in _running_stats(m)) for m in layers]
+    snapshot = [tuple(t.clone() for t in running_stats(m)) for m in layers]
     n = 0
     try:
         model.eval()
@@ -81,6 +81,6 @@ def recalibrate_batch_norm(model: nn.Module, batches: Iterable[Tensor]) -> int:
             m.momentum = momentum
     if n == 0:  # nothing seen: keep the statistics as they were
         for m, saved in zip(layers, snapshot, strict=True):
-            for t, s in zip(_running_stats(m), saved, strict=True):
+            for t, s in zip(running_stats(m), saved, strict=True):
                 t.copy_(s)
     return n

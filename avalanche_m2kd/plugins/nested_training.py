@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from avalanche.training.plugins import SupervisedPlugin
 
-from avalanche_m2kd.batchnorm import _running_stats, batch_norm_layers, recalibrate_batch_norm
+from avalanche_m2kd.batchnorm import batch_norm_layers, recalibrate_batch_norm, running_stats
 from avalanche_m2kd.options import check_choice
 from avalanche_m2kd.pruning import PruneRatio, keep_fraction, validate_prune_ratio
 from avalanche_m2kd.snapshots import SnapshotStore
@@ -230,7 +230,7 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         n = recalibrate_batch_norm(strategy.model, (mb[0].to(device) for mb in loader))
         if n and dist.is_available() and dist.is_initialized():  # every rank takes rank 0's
             for layer in batch_norm_layers(strategy.model):
-                for buffer in _running_stats(layer):  # mean, var, count: never None here
+                for buffer in running_stats(layer):  # mean, var, count: never None here
                     dist.broadcast(buffer, src=0)
 
     @torch.no_grad()
