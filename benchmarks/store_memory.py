@@ -17,14 +17,25 @@ and after a ``torch.save`` / ``torch.load(weights_only=True)`` round trip into a
 fresh store. The script exits with status 1 if any check fails.
 
     python -m benchmarks.store_memory
+
+``--out DIR`` also writes the record, ``DIR/results.json`` (the byte counts, the
+checks, the owners' entropy; everything but the run time, so that the file is the same
+on every run of one library version), from which :func:`markdown` prints the same
+table; the documentation renders the committed
+``benchmarks/results/store-memory/results.json`` with it (the page *Cost: memory and
+time*):
+
+    OMP_NUM_THREADS=1 python -m benchmarks.store_memory --out benchmarks/results/store-memory
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
 import time
 import warnings
+from typing import Any
 
 warnings.filterwarnings("ignore", message="no QP solver")
 
@@ -34,6 +45,7 @@ from torch import nn  # noqa: E402
 
 from avalanche_m2kd import SnapshotStore  # noqa: E402
 from avalanche_m2kd.pruning import keep_fraction  # noqa: E402
+from benchmarks import records  # noqa: E402
 
 N_EXPERIENCES = 10
 CLASSES_PER_EXPERIENCE = 10
@@ -111,13 +123,15 @@ def _radix_bits(base: int) -> float:
     return (base**g - 1).bit_length() / g
 
 
-def main() -> int:
-    start = time.perf_counter()
+def record(n_experiences: int = N_EXPERIENCES, per_exp: int = CLASSES_PER_EXPERIENCE
+           ) -> dict[str, Any]:
+    """Build the store, count its bytes and check its teachers: the record that
+    ``--out`` writes (the run time aside)."""
     torch.manual_seed(0)
-    model = make_icarl_net(num_classes=N_EXPERIENCES * CLASSES_PER_EXPERIENCE)
+    model = make_icarl_net(num_classes=n_experiences * per_exp)
     probe = torch.randn(8, 3, 32, 32)
     store = SnapshotStore("nested", head_name=HEAD)
-    states, logits = simulate(model, store, probe, N_EXPERIENCES, CLASSES_PER_EXPERIENCE)
+    states, logits = simulate(model, store, probe, n_experiences, per_exp)
 
     n_params = sum(p.numel() for p in model.parameters())
     model_bytes = 4 * n_params
@@ -148,7 +162,7 @@ def main() -> int:
     exact_restored = teachers_exact(restored, states, logits, probe)
 
     small = {n: v for n, v in states[-1].items() if n not in store.prunable}
-    old_total = n_prunable + N_EXPERIENCES * sum(
+    old_total = n_prunable + n_experiences * sum(
         v.numel() * v.element_size() for v in small.values()
     )
     packnet = 3 * sum(
@@ -160,7 +174,7 @@ def main() -> int:
     entropy = float(-(p * p.log2()).sum())  # bits per weight: the floor of any exact owner code
     rows = [
         (f"nested: owner indices ({bits} bits x {n_prunable:,} weights)", parts["owners"]),
-        (f"nested: BatchNorm parameters + statistics (x {N_EXPERIENCES} snapshots)", parts["bn"]),
+        (f"nested: BatchNorm parameters + statistics (x {n_experiences} snapshots)", parts["bn"]),
         ("nested: head rows of the classes seen up to each snapshot", parts["head"]),
         ("nested: other small state (biases outside BatchNorm and head)", parts["other"]),
         ("**nested total, `store.nbytes()`**", total),
@@ -169,39 +183,87 @@ def main() -> int:
             "nested before issue 4 (uint8 owners, whole small state per snapshot; formula)",
             old_total,
         ),
-        (f"naive copies ({N_EXPERIENCES} x fp32 model)", N_EXPERIENCES * model_bytes),
+        (f"naive copies ({n_experiences} x fp32 model)", n_experiences * model_bytes),
         ("Avalanche 0.6.0 PackNet (3 bytes per conv/linear weight; formula)", packnet),
     ]
-    print(
-        f"ResNet-32 (`make_icarl_net(num_classes=100)`): {n_params:,} parameters, one fp32 model = "
-        f"{model_bytes:,} bytes; {N_EXPERIENCES} snapshots x {CLASSES_PER_EXPERIENCE} classes.\n"
+    return dict(
+        benchmark="store_memory",
+        torch=torch.__version__.split("+")[0],
+        experiences=n_experiences,
+        classes_per_experience=per_exp,
+        parameters=n_params,
+        prunable=n_prunable,
+        model_bytes=model_bytes,
+        owner_bits=bits,
+        rows=[dict(what=label, bytes=size) for label, size in rows],
+        nbytes=total,
+        saved_bytes=saved_bytes,
+        exact=exact,
+        exact_restored=exact_restored,
+        owner_entropy_bits=round(entropy, 4),
+        radix_bits=round(_radix_bits(n_experiences + 1), 4),
     )
-    print("| what | bytes | x one fp32 model |")
-    print("|---|---:|---:|")
-    for label, size in rows:
-        print(f"| {label} | {size:,} | {size / model_bytes:.3f} |")
-    print(
-        f"\nserialised / nbytes(): {saved_bytes / total:.3f}; teachers bit-exact vs the saved "
-        f"models: {exact}/{N_EXPERIENCES}, after torch.save/torch.load(weights_only=True) into a "
-        f"fresh store: {exact_restored}/{N_EXPERIENCES}; {time.perf_counter() - start:.1f} s"
-    )
-    radix = _radix_bits(N_EXPERIENCES + 1)
-    print(
-        f"\nOwners below the fixed width: their empirical entropy is {entropy:.2f} bits/weight "
-        f"({entropy * n_prunable / 8 / model_bytes:.3f} x, an exact entropy coder's floor; "
-        f"base-{N_EXPERIENCES + 1} digits in 63-bit words would take {radix:.2f} bits, "
-        f"{radix * n_prunable / 8 / model_bytes:.3f} x); "
-        "per-layer owner ranges save nothing here, every layer holds all owners."
-    )
+
+
+def markdown(rec: dict[str, Any]) -> str:
+    """The table of a record (what ``--out`` writes), its setting above it and the
+    checks and the owners' entropy below it."""
+    model_bytes, n = rec["model_bytes"], rec["experiences"]
+    entropy, radix = rec["owner_entropy_bits"], rec["radix_bits"]
+    lines = [
+        f"ResNet-32 (`make_icarl_net(num_classes={n * rec['classes_per_experience']})`): "
+        f"{rec['parameters']:,} parameters, one fp32 model = {model_bytes:,} bytes; {n} snapshots "
+        f"x {rec['classes_per_experience']} classes.",
+        "",
+        "| what | bytes | x one fp32 model |",
+        "|---|---:|---:|",
+        *(f"| {r['what']} | {r['bytes']:,} | {r['bytes'] / model_bytes:.3f} |"
+          for r in rec["rows"]),
+        "",
+        f"serialised / nbytes(): {rec['saved_bytes'] / rec['nbytes']:.3f}; teachers bit-exact vs "
+        f"the saved models: {rec['exact']}/{n}, after torch.save/torch.load(weights_only=True) "
+        f"into a fresh store: {rec['exact_restored']}/{n}.",
+        "",
+        f"Owners below the fixed width: their empirical entropy is {entropy:.2f} bits/weight "
+        f"({entropy * rec['prunable'] / 8 / model_bytes:.3f} x, an exact entropy coder's floor; "
+        f"base-{n + 1} digits in 63-bit words would take {radix:.2f} bits, "
+        f"{radix * rec['prunable'] / 8 / model_bytes:.3f} x); "
+        "per-layer owner ranges save nothing here, every layer holds all owners.",
+    ]
+    return "\n".join(lines)
+
+
+def ok(rec: dict[str, Any]) -> bool:
+    """Every teacher bit-exact before and after the round trip, and the file within 10 %
+    of ``nbytes()``."""
+    n = rec["experiences"]
+    return rec["exact"] == rec["exact_restored"] == n and abs(
+        rec["saved_bytes"] / rec["nbytes"] - 1) <= 0.10
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks.store_memory``: print the table (and write
+    the record with ``--out``); exit status 1 if a check fails."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.store_memory",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--experiences", type=int, default=N_EXPERIENCES)
+    parser.add_argument("--classes-per-experience", type=int, default=CLASSES_PER_EXPERIENCE)
+    parser.add_argument("--out", metavar="DIR", help="also write DIR/results.json")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    rec = record(args.experiences, args.classes_per_experience)
+    rec.update(records.header("store_memory", argv))
+    print(markdown(rec))
+    print(f"\n{time.perf_counter() - start:.1f} s")
     print(
         "\nPackNet: from reading Avalanche 0.6.0's `avalanche/models/packnet.py`, each wrapped "
         "conv/linear layer (the head included) registers three weight-sized buffers — `task_index` "
         "(uint8), `visible_mask` and `unfrozen_mask` (bool) — and its wrapper rejects BatchNorm "
         "layers, so it cannot wrap this ResNet-32 at all; the row is the formula, not a run."
     )
-    ok = exact == exact_restored == N_EXPERIENCES and abs(saved_bytes / total - 1) <= 0.10
-    return 0 if ok else 1
-
+    if args.out is not None:
+        records.write(rec, args.out)
+    return 0 if ok(rec) else 1
 
 if __name__ == "__main__":
     sys.exit(main())

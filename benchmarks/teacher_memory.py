@@ -22,6 +22,14 @@ down; the settings run one after the other.
 
     python -m benchmarks.teacher_memory                    # T = 9, batch 128, nested and full
     python -m benchmarks.teacher_memory --teachers 3 --batch 32 --modes nested --reps 3
+
+``--out DIR`` also writes the record, ``DIR/results.json`` (the settings, the date,
+the thread count and one row per mode and setting, as :func:`measure` returns it),
+from which :func:`markdown` prints the same table; the documentation renders the
+committed ``benchmarks/results/teacher-memory/results.json`` with it (the page
+*Cost: memory and time*):
+
+    OMP_NUM_THREADS=1 python -m benchmarks.teacher_memory --out benchmarks/results/teacher-memory
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ warnings.filterwarnings("ignore", message="no QP solver")
 
 import torch  # noqa: E402
 
+from benchmarks import records  # noqa: E402
 from benchmarks.step_cost import make_steps  # noqa: E402
 
 MIB = 2**20
@@ -117,29 +126,53 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--modes", nargs="+", choices=["nested", "pruned", "full"], default=["nested", "full"]
     )
+    parser.add_argument("--out", metavar="DIR", help="also write DIR/results.json")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         mode, cache = args.child[0], bool(int(args.child[1]))
         print(json.dumps(measure(mode, cache, args.teachers, args.batch, args.reps)))
         return
-    print(
-        f"ResNet-32 (make_icarl_net), {args.teachers} teachers, batch {args.batch}, "
-        f"{torch.get_num_threads()} threads, median of {args.reps} steps, one subprocess per row\n"
+    record: dict[str, Any] = dict(
+        records.header("teacher_memory", argv),
+        threads=torch.get_num_threads(),
+        teachers=args.teachers,
+        batch=args.batch,
+        reps=args.reps,
+        rows=[],
     )
-    print("| mode | cache_teachers | teacher bytes held during a step MiB | after a step MiB "
-          "| teachers held after a step | peak RSS MiB | RSS before the steps MiB | M2KD step s "
-          "| build all teachers s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines = markdown(record).splitlines()
+    print("\n".join(lines), flush=True)  # the heading, then one row at a time
     for mode in args.modes:
         for cache in (True, False):
-            r = _in_subprocess(mode, cache, args)
-            print(
-                f"| {mode} | {cache} | {r['held_during'] / MIB:.2f} | {r['held_after'] / MIB:.2f} "
-                f"| {r['teachers_after']} | {r['rss_peak'] / MIB:.0f} "
-                f"| {r['rss_before'] / MIB:.0f} | {r['step']:.3f} | {r['build_all']:.3f} |",
-                flush=True,
-            )
+            record["rows"].append(_in_subprocess(mode, cache, args))
+            print(_row(record["rows"][-1]), flush=True)
+    if args.out is not None:
+        records.write(record, args.out)
+
+
+def _row(r: dict[str, Any]) -> str:
+    return (
+        f"| {r['mode']} | {r['cache']} | {r['held_during'] / MIB:.2f} "
+        f"| {r['held_after'] / MIB:.2f} | {r['teachers_after']} | {r['rss_peak'] / MIB:.0f} "
+        f"| {r['rss_before'] / MIB:.0f} | {r['step']:.3f} | {r['build_all']:.3f} |"
+    )
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The table of a record (what ``--out`` writes): a line of settings, then one row
+    per mode and setting."""
+    lines = [
+        f"ResNet-32 (make_icarl_net), {record['teachers']} teachers, batch {record['batch']}, "
+        f"{record['threads']} thread{'s' * (record['threads'] != 1)}, median of "
+        f"{record['reps']} steps, one subprocess per row",
+        "",
+        "| mode | cache_teachers | teacher bytes held during a step MiB | after a step MiB "
+        "| teachers held after a step | peak RSS MiB | RSS before the steps MiB | M2KD step s "
+        "| build all teachers s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    return "\n".join(lines + [_row(r) for r in record["rows"]])
 
 
 if __name__ == "__main__":

@@ -18,6 +18,11 @@ inconsistent, so a page cannot drift from the code or the records):
 ``m2kd-fidelity``
     ``python -m benchmarks.snapshot_fidelity --report`` of every
     ``benchmarks/results/snapshot-fidelity/*.jsonl``.
+``m2kd-record DIR``
+    The table of one benchmark script's record, ``benchmarks/results/DIR/results.json``
+    (what ``python -m benchmarks.SCRIPT --out benchmarks/results/DIR`` writes; its
+    ``benchmark`` field names the script), rendered by that script's own ``markdown``,
+    with the command and the date that wrote it below.
 
 Events:
 
@@ -276,6 +281,40 @@ class FidelityDirective(SphinxDirective):
         return [container]
 
 
+# The scripts whose ``--out`` records ``m2kd-record`` renders (``benchmarks.<name>.markdown``).
+RECORD_SCRIPTS = ("store_memory", "teacher_memory")
+
+
+class RecordDirective(SphinxDirective):
+    """The table of one benchmark script's record, by that script's ``markdown``."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        folder = self.arguments[0]
+        path = RESULTS / folder / "results.json"
+        self.env.note_dependency(str(path))
+        if not path.exists():
+            LOG.warning("no %s: run the benchmark script with `--out benchmarks/results/%s`",
+                        path, folder, location=self.get_location(), type="m2kd",
+                        subtype="results")
+            return []
+        record = json.loads(path.read_text())
+        name = record.get("benchmark") if isinstance(record, dict) else None
+        if name not in RECORD_SCRIPTS:
+            LOG.warning("%s: 'benchmark' is %r, not one of %s", path, name, RECORD_SCRIPTS,
+                        location=self.get_location(), type="m2kd", subtype="results")
+            return []
+        script = importlib.import_module(f"benchmarks.{name}")
+        text = script.markdown(record) + (
+            f"\n\n*`benchmarks/results/{folder}/results.json`, written by "
+            f"`{record['command']}` on {record['date']}.*"
+        )
+        container = nodes.container(classes=["m2kd-results"])
+        self.state.nested_parse(StringList(text.splitlines()), self.content_offset, container)
+        return [container]
+
+
 class PluginsDirective(SphinxDirective):
     """The M2KD plugins of ``M2KDStrategy``, what each is for, and its hooks, read
     from the classes (hooks: the ``before_*`` / ``after_*`` methods this package
@@ -332,6 +371,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("m2kd-options", OptionsDirective)
     app.add_directive("m2kd-results", ResultsDirective)
     app.add_directive("m2kd-fidelity", FidelityDirective)
+    app.add_directive("m2kd-record", RecordDirective)
     app.add_directive("m2kd-plugins", PluginsDirective)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
 

@@ -33,3 +33,19 @@ def test_main_prints_one_row_per_mode_and_setting(monkeypatch, capsys):
         if line.startswith("| full")
     ]
     assert [(m.strip(), c.strip()) for m, c in rows] == [("full", "True"), ("full", "False")]
+
+
+def test_out_writes_the_record_the_docs_render(monkeypatch, capsys, tmp_path, rendered):
+    monkeypatch.setattr(
+        teacher_memory,
+        "_in_subprocess",
+        lambda mode, cache, args: teacher_memory.measure(mode, cache, args.teachers, args.batch, 1),
+    )
+    teacher_memory.main(["--teachers", "2", "--batch", "2", "--reps", "1", "--modes", "nested",
+                         "--out", str(tmp_path)])
+    record, table = rendered(tmp_path)
+    assert [(r["mode"], r["cache"]) for r in record["rows"]] == [("nested", True),
+                                                                 ("nested", False)]
+    assert (record["teachers"], record["batch"], record["reps"]) == (2, 2, 1)
+    printed = capsys.readouterr().out
+    assert all(line in printed for line in table.splitlines())

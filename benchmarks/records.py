@@ -1,0 +1,37 @@
+"""The JSON record a benchmark script writes with ``--out DIR``, for the documentation.
+
+Each script that the docs render with the ``m2kd-record`` directive
+(``docs/_ext/m2kd_docs.py``) starts its record with :func:`header` (the script's name,
+the command line, the date), adds its own fields, writes it with :func:`write` to
+``DIR/results.json`` and has a ``markdown(record)`` function that prints its table
+from it, the same on the terminal and on the page.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def header(benchmark: str, argv: list[str] | None) -> dict[str, Any]:
+    """The fields every record starts with: ``benchmark`` (the module under
+    ``benchmarks``), ``command`` (as run; ``argv`` ``None``: this process's) and
+    ``date`` (UTC, ``YYYY-MM-DD``)."""
+    args = sys.argv[1:] if argv is None else argv
+    return dict(
+        benchmark=benchmark,
+        command=" ".join([f"python -m benchmarks.{benchmark}", *args]),
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+    )
+
+
+def write(record: dict[str, Any], out: str | Path) -> Path:
+    """Write ``record`` to ``out/results.json`` (``out`` created if missing); return the path."""
+    path = Path(out) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    print(f"\nwrote {path}")
+    return path
