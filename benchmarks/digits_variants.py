@@ -5,15 +5,23 @@ class-balanced memory with herding (where used) for every variant; mean of 3 see
 All variants run through ``M2KDStrategy`` (naive = no memory and no distillation,
 replay = memory only), so nothing but the named option changes.
 
-    python -m benchmarks.digits_variants [VARIANT ...]
+    python -m benchmarks.digits_variants [VARIANT ...] [--seeds 0 1 2] [--out DIR]
+
+``--out DIR`` also writes the record, ``DIR/results.json`` (the seeds and, per
+variant, its options and the final accuracy of every seed), from which
+:func:`markdown` prints the same table; the documentation renders the committed
+``benchmarks/results/digits-variants/results.json`` with it (the page *Split digits*):
+
+    OMP_NUM_THREADS=1 python -m benchmarks.digits_variants --out benchmarks/results/digits-variants
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import time
 import warnings
+from typing import Any
 
 warnings.filterwarnings("ignore", message="no QP solver")
 
@@ -24,6 +32,7 @@ from torch import nn  # noqa: E402
 
 from avalanche_m2kd import M2KDStrategy  # noqa: E402
 from avalanche_m2kd.data import split_digits  # noqa: E402
+from benchmarks import records  # noqa: E402
 
 NO_DISTILL = dict(mm_weight=0.0, feat_weight=0.0)
 PLAIN_CE = dict(logit_adjustment=0.0)
@@ -69,18 +78,50 @@ def run(seed: int, warm_start_released: bool = True, **options) -> float:
     return strategy.eval(benchmark.test_stream)["Top1_Acc_Stream/eval_phase/test_stream/Task000"]
 
 
-def main(names: list[str]) -> None:
-    print("| variant | final accuracy (mean ± std, 3 seeds) | seeds | time |")
-    print("|---|---|---|---|")
-    for name in names or VARIANTS:
-        start = time.perf_counter()
-        accs = [run(seed, **VARIANTS[name]) for seed in range(3)]
-        print(
-            f"| {name} | {statistics.mean(accs):.3f} ± {statistics.stdev(accs):.3f} | "
-            f"{', '.join(f'{a:.3f}' for a in accs)} | {time.perf_counter() - start:.0f} s |",
-            flush=True,
-        )
+def _row(r: dict[str, Any]) -> str:
+    accs = r["accuracy"]
+    spread = f" ± {statistics.stdev(accs):.3f}" if len(accs) > 1 else ""
+    return (f"| {r['variant']} | {statistics.mean(accs):.3f}{spread} | "
+            f"{', '.join(f'{a:.3f}' for a in accs)} |")
 
+
+def markdown(record: dict[str, Any]) -> str:
+    """The table of a record (what ``--out`` writes): one row per variant."""
+    n = len(record["seeds"])
+    lines = [f"| variant | final accuracy (mean ± std, {n} seed{'s' * (n != 1)}) | seeds |",
+             "|---|---|---|"]
+    return "\n".join(lines + [_row(r) for r in record["rows"]])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point of ``python -m benchmarks.digits_variants``: print the table (and
+    write the record with ``--out``); return the record."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.digits_variants",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("variants", nargs="*", metavar="VARIANT",
+                        help="the variants to run (default: all), by name")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", metavar="DIR", help="also write DIR/results.json")
+    args = parser.parse_args(argv)
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    record: dict[str, Any] = dict(
+        records.header("digits_variants", argv),
+        threads=torch.get_num_threads(),
+        seeds=args.seeds,
+        rows=[],
+    )
+    print(markdown(record), flush=True)
+    for name in args.variants or VARIANTS:
+        start = time.perf_counter()
+        accs = [run(seed, **VARIANTS[name]) for seed in args.seeds]
+        record["rows"].append(dict(variant=name, options=VARIANTS[name], accuracy=accs,
+                                   seconds=round(time.perf_counter() - start, 1)))
+        print(_row(record["rows"][-1]), flush=True)
+    if args.out is not None:
+        records.write(record, args.out)
+    return record
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

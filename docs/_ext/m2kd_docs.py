@@ -282,7 +282,7 @@ class FidelityDirective(SphinxDirective):
 
 
 # The scripts whose ``--out`` records ``m2kd-record`` renders (``benchmarks.<name>.markdown``).
-RECORD_SCRIPTS = ("store_memory", "teacher_memory")
+RECORD_SCRIPTS = ("store_memory", "teacher_memory", "digits_variants")
 
 
 class RecordDirective(SphinxDirective):
