@@ -903,9 +903,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         for key, value in PRESETS[cfg.preset].items():
             if getattr(cfg, key, None) is None:
                 setattr(cfg, key, copy.deepcopy(value))
-        if getattr(cfg, "class_order", None) is None:
-            cfg.class_order = PRESETS[cfg.preset].get("class_order", "fixed")
-        cfg.memory_exemplars = PRESETS[cfg.preset].get("memory_exemplars")
+        if cfg.class_order is None:  # neither given nor set by the preset (the loop above)
+            cfg.class_order = "fixed"
         if cfg.train_per_class is None and cfg.preset != "gpu":
             cfg.train_per_class = PRESETS[cfg.preset]["train_per_class"]
         if cfg.total_memory == []:
