@@ -142,6 +142,19 @@ ABLATION: dict[str, dict[str, Any]] = {
     "nested, no feature term": dict(feat_weight=0.0),
     "nested, half shares then the rest, 5 experiences": dict(prune_ratio=_late_shares(5)),
     "nested, half shares then the rest, 9 experiences": dict(prune_ratio=_late_shares(9)),
+    **{
+        f"nested, dense between experiences, half shares then the rest, {n} experiences": dict(
+            restore_released_at="end_of_experience", prune_ratio=_late_shares(n)
+        )
+        for n in (5, 9)
+    },
+    **{
+        f"nested, dense between experiences, half shares then the rest, {n} experiences, "
+        "no feature term": dict(
+            restore_released_at="end_of_experience", prune_ratio=_late_shares(n), feat_weight=0.0
+        )
+        for n in (5, 9)
+    },
     "nested, cumulative": dict(snapshot_mode="nested", **_CUM),
     "pruned, cumulative": dict(snapshot_mode="pruned", **_CUM),
     "full, cumulative": dict(snapshot_mode="full", **_CUM),
