@@ -11,6 +11,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from avalanche_m2kd.batchnorm import batch_norm_layers, recalibrate_batch_norm, running_stats
 from avalanche_m2kd.options import check_choice
 from avalanche_m2kd.pruning import PruneRatio, keep_fraction, validate_prune_ratio
+from avalanche_m2kd.rng import rng_state, set_rng_state
 from avalanche_m2kd.snapshots import SnapshotStore
 from avalanche_m2kd.storage import NestedStorage
 from avalanche_m2kd.stream import stream_length
@@ -73,7 +74,8 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
     * :meth:`after_record`: the owned weights' fingerprint is kept (the next
       experience refuses to start if something changed them), and the released
       weights get their trained values back now or at the next experience
-      (``warm_start_released``, ``restore_released_at``).
+      (``warm_start_released``, ``restore_released_at``); back now, the dense
+      model's BatchNorm statistics are re-estimated too (``recalibrate_bn``).
 
     :class:`~avalanche_m2kd.plugins.SnapshotMaskingPlugin` builds this plugin for
     nested storage, forwards its hooks and records the snapshot between
@@ -107,7 +109,9 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
             experience's training mini-batches (new and replayed samples, as
             trained), so that the snapshot, the model evaluated between
             experiences, herding and eval-mode teachers do not normalise with the
-            dense model's statistics. Default True (ours).
+            dense model's statistics; with ``restore_released_at="end_of_experience"``
+            they are re-estimated once more for the dense model after the snapshot
+            is recorded. Default True (ours).
 
     Raises:
         ValueError: an option out of range, or a store without nested storage.
@@ -234,12 +238,14 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
                     dist.broadcast(buffer, src=0)
 
     @torch.no_grad()
-    def _restore_released(self, model: torch.nn.Module) -> None:
-        """Give the weights released at the last pruning their trained values back."""
+    def _restore_released(self, model: torch.nn.Module) -> bool:
+        """Give the weights released at the last pruning their trained values back;
+        whether there were any."""
         params = dict(model.named_parameters())
         for name, values in self._released.items():
             params[name].add_(values.to(params[name].device))  # released entries are zero
-        self._released = {}
+        restored, self._released = bool(self._released), {}
+        return restored
 
     def _prune(self, strategy: Any) -> None:
         t = len(self.store)
@@ -321,5 +327,13 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         """Keep the owned weights' fingerprint; restore the released weights now if
         ``restore_released_at="end_of_experience"``."""
         self._fingerprint = self._owned_fingerprint(strategy.model)
-        if self.restore_released_at == "end_of_experience":
-            self._restore_released(strategy.model)  # after recording: snapshots unchanged
+        if self.restore_released_at != "end_of_experience":
+            return
+        # After recording, so the snapshots are unchanged. The statistics were
+        # re-estimated for the sparse snapshot: the dense model needs its own. The
+        # pass leaves the generators as they were (the loader shuffles), so that the
+        # rest of the run, snapshots included, is the same as with "next_experience".
+        if self._restore_released(strategy.model) and self.recalibrate_bn:
+            state = rng_state()
+            self._recalibrate(strategy)
+            set_rng_state(state)
