@@ -19,6 +19,7 @@ from avalanche_m2kd.plugins import (
     SnapshotMaskingPlugin,
     TeacherPlugin,
 )
+from avalanche_m2kd.pruning import FaithfulKeep
 from avalanche_m2kd.snapshots import FrozenTeacher, SnapshotStore
 from avalanche_m2kd.strategy import M2KDStrategy
 from avalanche_m2kd.training import TrainingMixin
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DistillationOptions",
+    "FaithfulKeep",
     "FrozenTeacher",
     "LogitAdjustedCrossEntropy",
     "M2KDStrategy",

@@ -41,7 +41,7 @@ import torch
 from avalanche_m2kd.batched_teachers import TeacherBatching, check_teacher_batching
 from avalanche_m2kd.losses import FeatureLoss, TeacherSlice, sample_teachers
 from avalanche_m2kd.options import check_bool, check_choice, check_int, check_number
-from avalanche_m2kd.pruning import PruneRatio, validate_prune_ratio
+from avalanche_m2kd.pruning import FaithfulKeep, PruneRatio, validate_prune_ratio
 from avalanche_m2kd.snapshots import SnapshotMode, TeacherBatchNorm, validate_teacher_dtype
 
 if TYPE_CHECKING:  # the plugins import this module
@@ -113,6 +113,8 @@ class OptionGroup:
 def _plain(value: Any) -> Any:
     if isinstance(value, torch.dtype):
         return str(value)
+    if isinstance(value, FaithfulKeep):
+        return value.plain()
     if isinstance(value, tuple):
         return list(value)
     return value
@@ -139,7 +141,8 @@ class SnapshotOptions(OptionGroup):
             snapshot inside the one network), ``"pruned"`` (pruned copies) or
             ``"full"`` (whole copies).
         prune_ratio: ``nested``: ``"fair"`` (every experience keeps ``1/N`` of each
-            layer), a float in ``[0, 1)`` or one float per experience; ``pruned``: the
+            layer), a float in ``[0, 1)``, one float per experience or a
+            :class:`~avalanche_m2kd.pruning.FaithfulKeep`; ``pruned``: the
             fraction of weights dropped from each copy. ``None`` (default): ``"fair"``
             in ``nested``, 0.5 in ``pruned``. A sequence is kept as a tuple. See
             :class:`~avalanche_m2kd.plugins.SnapshotMaskingPlugin`.

@@ -16,6 +16,7 @@ unit-tested on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import TypeAlias
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "FaithfulKeep",
     "PruneRatio",
     "keep_fraction",
     "magnitude_keep_mask",
@@ -37,8 +39,68 @@ __all__ = [
     "validate_prune_ratio",
 ]
 
-#: ``"fair"``, one float in ``[0, 1)``, or one float per experience.
-PruneRatio: TypeAlias = str | float | Sequence[float]
+@dataclasses.dataclass(frozen=True)
+class FaithfulKeep:
+    """A nested schedule that keeps as little as each snapshot's accuracy allows.
+
+    At its pruning, experience ``t`` of ``N`` tries the keep fractions
+    ``share * 1 / (N - t)`` for each of :attr:`shares`, smallest first (``1 / (N - t)``
+    is ``"fair"``'s keep: every share is a part of it), and keeps the first whose
+    pruned model loses at most :attr:`max_drop` accuracy on the experience's own
+    classes against the dense model it is pruned from; when none does, it keeps
+    the fair share. What an experience leaves free is left to the later ones, and
+    the last experience keeps all that is left, as with ``"fair"``.
+    :func:`avalanche_m2kd.keep_search.smallest_faithful_keep` does the measuring.
+
+    Args:
+        max_drop: the accuracy a snapshot may lose on its own classes, in
+            ``[0, 1]`` (default 0.02, ours).
+        shares: parts of the fair keep to try, each in ``(0, 1)``, kept sorted
+            (default 1/8, 1/4, 1/2, ours).
+
+    Example:
+        >>> FaithfulKeep().keeps(0, 4)  # the fair keep is 1/4
+        [0.03125, 0.0625, 0.125, 0.25]
+        >>> FaithfulKeep().keeps(3, 4)  # the last experience keeps all that is left
+        [1.0]
+    """
+
+    max_drop: float = 0.02
+    shares: tuple[float, ...] = (0.125, 0.25, 0.5)
+
+    def __post_init__(self) -> None:
+        drop = self.max_drop
+        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= drop <= 1:
+            raise ValueError(
+                f"Expected argument `max_drop` to be a float in [0, 1], but got {drop!r}"
+            )
+        shares = tuple(self.shares)
+        if not shares or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1
+            for v in shares
+        ):
+            raise ValueError(
+                "Expected argument `shares` to be non-empty floats in (0, 1), but got "
+                f"{self.shares!r}"
+            )
+        object.__setattr__(self, "shares", tuple(sorted(float(v) for v in shares)))
+
+    def keeps(self, experience: int, n_experiences: int) -> list[float]:
+        """The keep fractions experience ``experience`` tries, smallest first; the
+        last one (the fair keep) is kept when no smaller one is faithful."""
+        fair = keep_fraction("fair", experience, n_experiences)
+        if fair >= 1.0:
+            return [1.0]
+        return [share * fair for share in self.shares] + [fair]
+
+    def plain(self) -> dict[str, object]:
+        """As plain values (a checkpoint's configuration, a record)."""
+        return {"faithful_keep": {"max_drop": self.max_drop, "shares": list(self.shares)}}
+
+
+#: ``"fair"``, one float in ``[0, 1)``, one float per experience, or a
+#: :class:`FaithfulKeep`.
+PruneRatio: TypeAlias = str | float | Sequence[float] | FaithfulKeep
 
 #: The largest owner value an ``uint8`` owner tensor (the unpacked form) can hold.
 MAX_SNAPSHOTS = 255
@@ -48,17 +110,19 @@ def validate_prune_ratio(prune_ratio: PruneRatio) -> PruneRatio:
     """Check a ``prune_ratio`` argument and return it unchanged.
 
     Args:
-        prune_ratio: ``"fair"``, a float in ``[0, 1)`` or a sequence of such floats
-            (one per experience).
+        prune_ratio: ``"fair"``, a float in ``[0, 1)``, a sequence of such floats
+            (one per experience) or a :class:`FaithfulKeep`.
 
     Raises:
         ValueError: for any other value, with the expected form in the message.
     """
+    if isinstance(prune_ratio, FaithfulKeep):
+        return prune_ratio
     if isinstance(prune_ratio, str):
         if prune_ratio != "fair":
             raise ValueError(
-                "Expected argument `prune_ratio` to be 'fair', a float in [0, 1) or a "
-                f"list of such floats, but got {prune_ratio!r}"
+                "Expected argument `prune_ratio` to be 'fair', a float in [0, 1), a "
+                f"list of such floats or a FaithfulKeep, but got {prune_ratio!r}"
             )
         return prune_ratio
     values = list(prune_ratio) if isinstance(prune_ratio, Sequence) else [prune_ratio]
@@ -84,6 +148,8 @@ def keep_fraction(
     * a float ``r``: ``1 - r`` at every experience (experience ``t`` then owns
       ``(1 - r) r^t`` of each layer: a long stream starves its last experiences).
     * a sequence: ``1 - r[t]`` (the last value repeats past the end).
+    * a :class:`FaithfulKeep`: the most it keeps, ``"fair"``'s keep (the fraction it
+      keeps is measured at the pruning).
 
     Args:
         prune_ratio: see :func:`validate_prune_ratio`.
@@ -96,6 +162,8 @@ def keep_fraction(
         >>> keep_fraction(0.25, 3)
         0.75
     """
+    if isinstance(prune_ratio, FaithfulKeep):
+        prune_ratio = "fair"
     if prune_ratio == "fair":
         if n_experiences is None:
             raise ValueError(

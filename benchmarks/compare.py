@@ -82,6 +82,7 @@ from avalanche_m2kd.data.fmnist import (  # noqa: E402
     split_fmnist,
 )
 from avalanche_m2kd.metrics import experience_accuracies  # noqa: E402
+from avalanche_m2kd.pruning import FaithfulKeep  # noqa: E402
 from benchmarks.backbones import FEATURE_STAGES, make_backbone  # noqa: E402
 from benchmarks.methods import BYTE_KINDS, Setting, model_bytes, seed_everything  # noqa: E402
 from benchmarks.methods import METHODS as REGISTRY  # noqa: E402
@@ -137,6 +138,10 @@ def _late_shares(n: int, share: float = 0.5) -> list[float]:
     s = share / n
     return [round(1 - s / (1 - t * s), 6) for t in range(n - 1)] + [0.0]
 
+#: :class:`avalanche_m2kd.pruning.FaithfulKeep` with its defaults, as a record holds it
+#: (turned into the object by :class:`benchmarks.methods.M2KDMethod`).
+FAITHFUL_KEEP = FaithfulKeep().plain()
+
 ABLATION: dict[str, dict[str, Any]] = {
     "defaults": {},
     "nested, no feature term": dict(feat_weight=0.0),
@@ -155,6 +160,10 @@ ABLATION: dict[str, dict[str, Any]] = {
         )
         for n in (5, 9)
     },
+    "nested, faithful keep": dict(prune_ratio=FAITHFUL_KEEP),
+    "nested, faithful keep, dense between experiences": dict(
+        prune_ratio=FAITHFUL_KEEP, restore_released_at="end_of_experience"
+    ),
     "nested, cumulative": dict(snapshot_mode="nested", **_CUM),
     "pruned, cumulative": dict(snapshot_mode="pruned", **_CUM),
     "full, cumulative": dict(snapshot_mode="full", **_CUM),
@@ -389,6 +398,9 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         torch=torch.__version__,
         threads=torch.get_num_threads(),
     )
+    nested = getattr(getattr(strategy, "masking", None), "nested_training", None)
+    if nested is not None and nested.keep_searches:  # FaithfulKeep's measurements
+        record["keep_searches"] = nested.keep_searches
     if wandb_logger is not None:
         _log_to_wandb(wandb_logger, record)
     return record

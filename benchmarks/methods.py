@@ -56,6 +56,7 @@ from torch import nn
 from avalanche_m2kd import LogitAdjustedCrossEntropy, M2KDStrategy
 from avalanche_m2kd.exemplars import ClassBalancedBuffer, HeadInputHerding
 from avalanche_m2kd.plugins import SeenClassesMaskingPlugin
+from avalanche_m2kd.pruning import FaithfulKeep
 from benchmarks.backbones import make_backbone
 
 __all__ = [
@@ -678,7 +679,9 @@ class BiCMethod(Method):
 class M2KDMethod(Method):
     """:class:`~avalanche_m2kd.M2KDStrategy` with its defaults, overridden by
     ``options`` (the ablation's variants). ``teacher_dtype`` and ``mixed_precision``
-    are names of ``torch`` dtypes (records are JSON).
+    are names of ``torch`` dtypes and a ``prune_ratio`` dictionary is
+    :meth:`FaithfulKeep.plain() <avalanche_m2kd.pruning.FaithfulKeep.plain>` (records
+    are JSON).
 
     Its fixed bytes are its snapshot store's final size, measured by construction:
     :func:`store_bytes` runs the same strategy on a two-images-per-class stand-in of
@@ -700,6 +703,8 @@ class M2KDMethod(Method):
         for key in ("teacher_dtype", "mixed_precision"):
             if isinstance(p.get(key), str):
                 p[key] = getattr(torch, p[key])
+        if isinstance(p.get("prune_ratio"), dict):  # FaithfulKeep.plain()
+            p["prune_ratio"] = FaithfulKeep(**p["prune_ratio"]["faithful_keep"])
         model = setting.model()
         return M2KDStrategy(
             model,

@@ -9,12 +9,13 @@ import torch.distributed as dist
 from avalanche.training.plugins import SupervisedPlugin
 
 from avalanche_m2kd.batchnorm import batch_norm_layers, recalibrate_batch_norm, running_stats
+from avalanche_m2kd.keep_search import smallest_faithful_keep
 from avalanche_m2kd.options import check_choice
-from avalanche_m2kd.pruning import PruneRatio, keep_fraction, validate_prune_ratio
+from avalanche_m2kd.pruning import FaithfulKeep, PruneRatio, keep_fraction, validate_prune_ratio
 from avalanche_m2kd.rng import rng_state, set_rng_state
 from avalanche_m2kd.snapshots import SnapshotStore
 from avalanche_m2kd.storage import NestedStorage
-from avalanche_m2kd.stream import stream_length
+from avalanche_m2kd.stream import experience_classes, stream_length
 
 __all__ = ["NestedTrainingPlugin", "ReleasedRestore", "check_nested_options"]
 
@@ -87,7 +88,10 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         prune_ratio: the schedule: ``"fair"`` (default, ours: every experience
             keeps ``1/N`` of each layer, needs the stream length), a float in
             ``[0, 1)`` (the fraction of the free weights each experience releases,
-            the paper's fixed-ratio schedule) or one float per experience.
+            the paper's fixed-ratio schedule), one float per experience, or a
+            :class:`~avalanche_m2kd.pruning.FaithfulKeep` (ours: as little as each
+            snapshot's accuracy on its classes allows, at most the fair share;
+            needs the stream length).
         post_prune_epochs: epochs of fine-tuning after pruning, taken from the
             experience's ``train_epochs``; default ``train_epochs // 4`` (ours).
         n_experiences: stream length for ``"fair"`` when the experiences do not
@@ -112,6 +116,11 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
             dense model's statistics; with ``restore_released_at="end_of_experience"``
             they are re-estimated once more for the dense model after the snapshot
             is recorded. Default True (ours).
+
+    Attributes:
+        keep_searches: with a ``FaithfulKeep``, one entry per pruning: the
+            ``experience``, the ``keep`` chosen, the ``dense`` model's accuracy on
+            its classes and the ``tried`` keeps with their accuracies.
 
     Raises:
         ValueError: an option out of range, or a store without nested storage.
@@ -144,6 +153,7 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         self._held: dict[str, torch.Tensor] = {}
         self._released: dict[str, torch.Tensor] = {}
         self._fingerprint: dict[str, torch.Tensor] | None = None
+        self.keep_searches: list[dict[str, Any]] = []
         self._epoch = 0
         self._pruned = False
 
@@ -247,10 +257,38 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         restored, self._released = bool(self._released), {}
         return restored
 
+    def _faithful_keep(self, strategy: Any, schedule: FaithfulKeep, t: int, n: int) -> float:
+        """The keep :class:`~avalanche_m2kd.pruning.FaithfulKeep` measures (rank 0's
+        under ``torch.distributed``); its measurements go to :attr:`keep_searches`."""
+        keeps = schedule.keeps(t, n)
+        loader = getattr(strategy, "dataloader", None)
+        if len(keeps) == 1 or loader is None:
+            return keeps[-1]
+        state = rng_state()  # the pass over the loader draws nothing from the run's
+        batches = [(mb[0].to(strategy.device), mb[1].to(strategy.device)) for mb in loader]
+        set_rng_state(state)
+        own = experience_classes(strategy.experience)
+        seen = {c for classes in self.store.classes for c in classes} | set(own)
+        search = smallest_faithful_keep(
+            strategy.model, self.storage.owners, t + 1, keeps, batches, own,
+            schedule.max_drop, seen,
+        )
+        keep = search.keep
+        if dist.is_available() and dist.is_initialized():  # every rank prunes alike
+            chosen = torch.tensor([keep], dtype=torch.float64, device=strategy.device)
+            dist.broadcast(chosen, src=0)
+            keep = float(chosen.item())
+        self.keep_searches.append({"experience": t, **search.as_dict(), "keep": keep})
+        return keep
+
     def _prune(self, strategy: Any) -> None:
         t = len(self.store)
         n = self.n_experiences or stream_length(strategy.experience)
-        keep = keep_fraction(self.prune_ratio, t, n)
+        if isinstance(self.prune_ratio, FaithfulKeep):
+            assert n is not None  # checked when the experience started
+            keep = self._faithful_keep(strategy, self.prune_ratio, t, n)
+        else:
+            keep = keep_fraction(self.prune_ratio, t, n)
         if self.warm_start_released:
             params = dict(strategy.model.named_parameters())
             before = {n: params[n].detach().clone() for n in self.store.prunable}
@@ -265,12 +303,17 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
     # -------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
         """The trained values of the weights released at the last pruning (with
-        ``warm_start_released``, they restart the next experience); CPU tensors."""
-        return {"released": {n: t.detach().cpu() for n, t in self._released.items()}}
+        ``warm_start_released``, they restart the next experience; CPU tensors) and
+        :attr:`keep_searches`."""
+        return {
+            "released": {n: t.detach().cpu() for n, t in self._released.items()},
+            "keep_searches": [dict(s) for s in self.keep_searches],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (between experiences)."""
         self._released = dict(state["released"])
+        self.keep_searches = [dict(s) for s in state.get("keep_searches", [])]
         self._trainable, self._held = {}, {}
         self._fingerprint = None  # the loaded weights are the reference
 
@@ -281,13 +324,13 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         self._epoch, self._pruned = 0, False
         self._prune_epoch(strategy)
         if (
-            self.prune_ratio == "fair"
+            (self.prune_ratio == "fair" or isinstance(self.prune_ratio, FaithfulKeep))
             and self.n_experiences is None
             and stream_length(strategy.experience) is None
         ):
             raise ValueError(
-                "prune_ratio='fair' needs the stream length, which this experience does "
-                "not know: pass n_experiences= or a float prune_ratio"
+                f"prune_ratio={self.prune_ratio!r} needs the stream length, which this "
+                "experience does not know: pass n_experiences= or a float prune_ratio"
             )
         self._check_room()
         self._check_owned_unchanged(strategy)

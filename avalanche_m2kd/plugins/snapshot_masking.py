@@ -170,19 +170,27 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # typ
     def state_dict(self) -> dict[str, Any]:
         """What resuming after the last finished experience needs.
 
-        The store's :meth:`~SnapshotStore.state_dict` and, with nested storage and
-        ``warm_start_released``, the trained values of the weights released at the
-        last pruning (they restart the next experience). Tensors and plain values
-        only (``torch.load(weights_only=True)`` reads it).
+        The store's :meth:`~SnapshotStore.state_dict` and, with nested storage, the
+        trained values of the weights released at the last pruning (with
+        ``warm_start_released`` they restart the next experience) and
+        :attr:`NestedTrainingPlugin.keep_searches`. Tensors and plain values only
+        (``torch.load(weights_only=True)`` reads it).
         """
-        released = self.nested_training.state_dict()["released"] if self.nested_training else {}
-        return {"store": self.store.state_dict(), "released": released}
+        nested = self.nested_training.state_dict() if self.nested_training else {}
+        return {
+            "store": self.store.state_dict(),
+            "released": nested.get("released", {}),
+            "keep_searches": nested.get("keep_searches", []),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (between experiences)."""
         self.store.load_state_dict(state["store"])
         if self.nested_training is not None:
-            self.nested_training.load_state_dict({"released": state["released"]})
+            self.nested_training.load_state_dict({
+                "released": state["released"],
+                "keep_searches": state.get("keep_searches", []),  # absent before 0.2
+            })
 
     # ------------------------------------------------------------------- hooks
     def before_training_exp(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
