@@ -160,6 +160,12 @@ ABLATION: dict[str, dict[str, Any]] = {
         )
         for n in (5, 9)
     },
+    "nested, dense between experiences, no feature term": dict(
+        restore_released_at="end_of_experience", feat_weight=0.0
+    ),
+    "nested, dense between experiences, feature weight 0.1": dict(
+        restore_released_at="end_of_experience", feat_weight=0.1
+    ),
     "nested, faithful keep": dict(prune_ratio=FAITHFUL_KEEP),
     "nested, faithful keep, dense between experiences": dict(
         prune_ratio=FAITHFUL_KEEP, restore_released_at="end_of_experience"
