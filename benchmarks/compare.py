@@ -167,6 +167,9 @@ ABLATION: dict[str, dict[str, Any]] = {
         restore_released_at="end_of_experience", feat_weight=0.1
     ),
     "nested, faithful keep": dict(prune_ratio=FAITHFUL_KEEP),
+    "nested, faithful keep, dense between experiences, no feature term": dict(
+        prune_ratio=FAITHFUL_KEEP, restore_released_at="end_of_experience", feat_weight=0.0
+    ),
     "nested, faithful keep, dense between experiences": dict(
         prune_ratio=FAITHFUL_KEEP, restore_released_at="end_of_experience"
     ),
