@@ -144,6 +144,9 @@ FAITHFUL_KEEP = FaithfulKeep().plain()
 
 ABLATION: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "0.1 defaults (fair shares, sparse between experiences, feature weight 1)": dict(
+        prune_ratio="fair", restore_released_at="next_experience", feat_weight=1.0
+    ),
     "nested, no feature term": dict(feat_weight=0.0),
     "nested, half shares then the rest, 5 experiences": dict(prune_ratio=_late_shares(5)),
     "nested, half shares then the rest, 9 experiences": dict(prune_ratio=_late_shares(9)),
