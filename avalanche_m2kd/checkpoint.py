@@ -333,6 +333,15 @@ def _check_format(state: Any, path: str | os.PathLike) -> None:
         )
 
 
+def _resolved_01(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A configuration as written by avalanche-m2kd 0.1, which held ``prune_ratio=None``
+    for its default (``"fair"`` with nested storage, else 0.5); later ones hold the
+    value that ran."""
+    if not config or "prune_ratio" not in config or config["prune_ratio"] is not None:
+        return config
+    return {**config, "prune_ratio": "fair" if config.get("snapshot_mode") == "nested" else 0.5}
+
+
 def _check_config(strategy: Any, state: dict[str, Any]) -> None:
     name = type(strategy).__qualname__
     if state["strategy"] != name:
@@ -340,7 +349,7 @@ def _check_config(strategy: Any, state: dict[str, Any]) -> None:
             f"The checkpoint was written by a {state['strategy']} strategy, not a {name}: "
             "resume with the strategy class of the original run"
         )
-    ours, saved = getattr(strategy, "m2kd_config", None), state["config"]
+    ours, saved = getattr(strategy, "m2kd_config", None), _resolved_01(state["config"])
     if ours != saved and ours is not None and saved is not None:
         diff = [
             f"{k}={saved.get(k)!r} (this strategy: {ours.get(k)!r})"

@@ -120,10 +120,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _freeze(obj: OptionGroup, name: str) -> None:
-    """A sequence field stored as a tuple (a string as a 1-tuple), so the object is immutable."""
+def _freeze(obj: OptionGroup, name: str, string_is_one: bool = True) -> None:
+    """A sequence field stored as a tuple, so the object is immutable; a string is a
+    1-tuple (one layer name) when ``string_is_one``, else kept (``prune_ratio="fair"``)."""
     value = getattr(obj, name)
     if isinstance(value, str):
+        if not string_is_one:
+            return
         value = (value,)
     if isinstance(value, Sequence):
         object.__setattr__(obj, name, tuple(value))
@@ -143,15 +146,15 @@ class SnapshotOptions(OptionGroup):
         prune_ratio: ``nested``: ``"fair"`` (every experience keeps ``1/N`` of each
             layer), a float in ``[0, 1)``, one float per experience or a
             :class:`~avalanche_m2kd.pruning.FaithfulKeep`; ``pruned``: the
-            fraction of weights dropped from each copy. ``None`` (default): ``"fair"``
-            in ``nested``, 0.5 in ``pruned``. A sequence is kept as a tuple. See
+            fraction of weights dropped from each copy. ``None`` (default): a
+            ``FaithfulKeep()`` in ``nested``, 0.5 in ``pruned``. A sequence is kept as a tuple. See
             :class:`~avalanche_m2kd.plugins.SnapshotMaskingPlugin`.
         post_prune_epochs: fine-tuning epochs after pruning, an int >= 0 below
             ``train_epochs``; ``None`` (default): ``train_epochs // 4``.
         restore_released_at: ``nested``: when weights released by pruning get their
-            trained values back, ``"next_experience"`` (default) or
-            ``"end_of_experience"`` (the model evaluated between experiences is then
-            dense, not the sparse snapshot).
+            trained values back, ``"end_of_experience"`` (default: the model
+            evaluated between experiences is dense) or ``"next_experience"`` (it is
+            the sparse snapshot).
         recalibrate_bn: ``nested``: re-estimate the BatchNorm running statistics of
             the pruned model on the experience's training mini-batches before its
             snapshot is recorded (default True).
@@ -162,7 +165,7 @@ class SnapshotOptions(OptionGroup):
     snapshot_mode: SnapshotMode = "nested"
     prune_ratio: PruneRatio | None = None
     post_prune_epochs: int | None = None
-    restore_released_at: ReleasedRestore = "next_experience"
+    restore_released_at: ReleasedRestore = "end_of_experience"
     recalibrate_bn: bool = True
 
     def __post_init__(self) -> None:
@@ -171,7 +174,7 @@ class SnapshotOptions(OptionGroup):
         check_choice(self.snapshot_mode, SnapshotMode, "snapshot_mode")
         if self.prune_ratio is not None:
             validate_prune_ratio(self.prune_ratio)
-            _freeze(self, "prune_ratio")
+            _freeze(self, "prune_ratio", string_is_one=False)
         if self.post_prune_epochs is not None:
             check_int(self.post_prune_epochs, "post_prune_epochs", minimum=0)
         check_choice(self.restore_released_at, ReleasedRestore, "restore_released_at")
@@ -204,8 +207,8 @@ class DistillationOptions(OptionGroup):
             ``"mse"`` or ``"attention"``.
         feature_teachers: the feature term's teachers: the ``"last"`` snapshot
             (default) or ``"all"``.
-        feat_weight: ``lambda_feat``, the weight of the feature term, >= 0 (default 1;
-            0 leaves the feature plugin out).
+        feat_weight: ``lambda_feat``, the weight of the feature term, >= 0 (default
+            0.1; 0 leaves the feature plugin out).
     """
 
     argument: ClassVar[str] = "distillation_options"
@@ -218,7 +221,7 @@ class DistillationOptions(OptionGroup):
     feature_layers: Sequence[str] | None = None
     feature_loss: FeatureLoss = "normalized_mse"
     feature_teachers: TeacherSet = "last"
-    feat_weight: float = 1.0
+    feat_weight: float = 0.1
 
     def __post_init__(self) -> None:
         check_number(self.temperature, "temperature", minimum=0.0, strict=True)

@@ -33,7 +33,7 @@ from avalanche_m2kd.plugins import (
     SeenClassesMaskingPlugin,
     SnapshotMaskingPlugin,
 )
-from avalanche_m2kd.plugins.snapshot_masking import ReleasedRestore
+from avalanche_m2kd.plugins.snapshot_masking import ReleasedRestore, default_prune_ratio
 from avalanche_m2kd.pruning import PruneRatio
 from avalanche_m2kd.snapshots import SnapshotMode, SnapshotStore, TeacherBatchNorm
 from avalanche_m2kd.training import TrainingMixin
@@ -234,7 +234,7 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
         post_prune_epochs: int | None = None,
         temperature: float = 2.0,
         mm_weight: float = 1.0,
-        feat_weight: float = 1.0,
+        feat_weight: float = 0.1,
         teacher_slice: TeacherSlice = "own",
         teachers: TeacherSet = "all",
         feature_loss: FeatureLoss = "normalized_mse",
@@ -243,7 +243,7 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
         logit_adjustment: float = 1.0,
         teacher_sample: int | None = None,
         head_name: str | None = None,
-        restore_released_at: ReleasedRestore = "next_experience",
+        restore_released_at: ReleasedRestore = "end_of_experience",
         recalibrate_bn: bool = True,
         teacher_dtype: torch.dtype | None = None,
         cache_teachers: bool = True,
@@ -267,6 +267,10 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
             layers = resolve_layer_specs(model, distillation.feature_layers)
             distillation = dataclasses.replace(distillation, feature_layers=layers)
         self.m2kd_options = (snapshot, distillation, teacher)
+        if snapshot.prune_ratio is None:  # the config holds what runs (checkpoints compare it)
+            snapshot = dataclasses.replace(
+                snapshot, prune_ratio=default_prune_ratio(snapshot.snapshot_mode)
+            )
         self.m2kd_config: dict[str, Any] = m2kd_config(
             snapshot, distillation, teacher, mem_size=mem_size, logit_adjustment=logit_adjustment,
             head_name=head_name, mixed_precision=mixed_precision,

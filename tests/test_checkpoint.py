@@ -458,7 +458,10 @@ def _format1_strategy():
                         train_mb_size=32,
                         evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
                         mem_size=10, feature_layers=["0"], teacher_dtype=torch.bfloat16,
-                        temperature=3.0)
+                        temperature=3.0,
+                        # 0.1.0's defaults, which the checkpoint's configuration holds
+                        prune_ratio="fair", restore_released_at="next_experience",
+                        feat_weight=1.0)
 
 
 def test_checkpoint_written_before_the_option_objects_loads_and_resumes(digits):
@@ -477,6 +480,23 @@ def test_checkpoint_written_before_the_option_objects_loads_and_resumes(digits):
         assert torch.allclose(value, resumed.model.state_dict()[name], atol=1e-5), name
     resumed.train(digits.train_stream[2])
     assert len(resumed.snapshots) == 3
+
+
+def test_a_checkpoint_of_0_1_reads_its_default_prune_ratio_as_fair(digits):
+    """0.1.0 wrote ``prune_ratio=None`` for its default, ``"fair"``; today ``None`` is a
+    ``FaithfulKeep``, so resuming that checkpoint without ``prune_ratio="fair"`` is
+    refused, naming it, instead of going on with another schedule."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                            train_mb_size=32,
+                            evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
+                            mem_size=10, feature_layers=["0"], teacher_dtype=torch.bfloat16,
+                            temperature=3.0, restore_released_at="next_experience",
+                            feat_weight=1.0)
+    with pytest.raises(ckpt.CheckpointMismatchError, match=r"prune_ratio='fair' \(this strategy: "
+                       r"\{'faithful_keep'"):
+        load_checkpoint(strategy, FORMAT1, digits.train_stream)
 
 
 @pytest.mark.parametrize("version, why", [("2", "newer avalanche-m2kd"),

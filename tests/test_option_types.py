@@ -22,6 +22,7 @@ from avalanche_m2kd import (
 )
 from avalanche_m2kd.losses import FeatureLoss
 from avalanche_m2kd.option_types import TeacherSet, m2kd_config
+from avalanche_m2kd.pruning import FaithfulKeep
 
 GROUPS = (SnapshotOptions, DistillationOptions, TeacherOptions)
 
@@ -34,12 +35,16 @@ def _strategy(mlp, **options):
 
 def _config_before(model, **o: Any) -> dict[str, Any]:
     """``m2kd_config`` as M2KDStrategy built it by hand before the option objects
-    (avalanche-m2kd 0.1.0): checkpoints written then hold this dictionary."""
+    (avalanche-m2kd 0.1.0): checkpoints written then hold this dictionary, but for
+    ``prune_ratio``: 0.1.0 wrote ``None`` for its default, today's config holds the
+    value that runs (a checkpoint's ``None`` is read as 0.1.0's ``"fair"``)."""
     from avalanche_m2kd.features import find_head
 
     d = {k: p.default for k, p in inspect.signature(M2KDStrategy.__init__).parameters.items()}
     d.update(o)
     layers, ratio = d["feature_layers"], d["prune_ratio"]
+    if ratio is None:
+        ratio = FaithfulKeep().plain() if d["snapshot_mode"] == "nested" else 0.5
     return {
         "feature_layers": (None if layers is None
                            else list([layers] if isinstance(layers, str) else layers)),
@@ -192,3 +197,12 @@ def test_plugins_take_their_part_of_the_objects():
     with pytest.raises(ValueError,
                        match=r"either `teacher_options` or the keywords.*teacher_bn='running'"):
         MultiModelDistillationPlugin(teacher_bn="running", teacher_options=TeacherOptions())
+
+
+@pytest.mark.parametrize("prune_ratio", ["fair", 0.5, (0.5, 0.25)])
+def test_every_prune_ratio_form_reaches_the_nested_plugin_as_given(mlp, prune_ratio):
+    """``"fair"`` once became the 1-tuple ``("fair",)``, which the plugin refused."""
+    strategy = _strategy(mlp, prune_ratio=prune_ratio)
+    expected = tuple(prune_ratio) if isinstance(prune_ratio, tuple) else prune_ratio
+    assert strategy.masking.prune_ratio == expected
+    assert SnapshotOptions(prune_ratio=prune_ratio).prune_ratio == expected

@@ -41,7 +41,7 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):  #
         loss: ``"normalized_mse"`` (default, ours), ``"mse"`` or ``"attention"``
             (:func:`~avalanche_m2kd.losses.feature_distillation_loss`).
         teachers: the ``"last"`` snapshot (default, ours) or ``"all"`` (averaged).
-        weight: ``lambda_feat`` >= 0 (default 1, ours).
+        weight: ``lambda_feat`` >= 0 (default 0.1, ours).
         teacher_bn: ``"batch"`` (default) or ``"running"`` BatchNorm statistics for
             the teachers, as in :class:`MultiModelDistillationPlugin`.
         teacher_dtype: autocast dtype of the teacher forwards (``None``: fp32), as in
@@ -62,7 +62,7 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):  #
         feature_layers: Sequence[str] | None = None,
         loss: FeatureLoss = "normalized_mse",
         teachers: TeacherSet = "last",
-        weight: float = 1.0,
+        weight: float = 0.1,
         store: SnapshotStore | None = None,
         head_name: str | None = None,
         teacher_bn: TeacherBatchNorm = "batch",

@@ -85,29 +85,29 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
 
     Args:
         store: the store, with nested storage.
-        prune_ratio: the schedule: ``"fair"`` (default, ours: every experience
-            keeps ``1/N`` of each layer, needs the stream length), a float in
-            ``[0, 1)`` (the fraction of the free weights each experience releases,
-            the paper's fixed-ratio schedule), one float per experience, or a
-            :class:`~avalanche_m2kd.pruning.FaithfulKeep` (ours: as little as each
-            snapshot's accuracy on its classes allows, at most the fair share;
-            needs the stream length).
+        prune_ratio: the schedule: a
+            :class:`~avalanche_m2kd.pruning.FaithfulKeep` (default, ours: as little
+            as each snapshot's accuracy on its classes allows, at most the fair
+            share), ``"fair"`` (ours: every experience keeps ``1/N`` of each layer),
+            a float in ``[0, 1)`` (the fraction of the free weights each experience
+            releases, the paper's fixed-ratio schedule) or one float per
+            experience. ``FaithfulKeep`` and ``"fair"`` need the stream length.
         post_prune_epochs: epochs of fine-tuning after pruning, taken from the
             experience's ``train_epochs``; default ``train_epochs // 4`` (ours).
-        n_experiences: stream length for ``"fair"`` when the experiences do not
-            know their stream.
+        n_experiences: stream length for ``FaithfulKeep`` and ``"fair"`` when the
+            experiences do not know their stream.
         warm_start_released: the weights released by pruning restart the next
             experience from their trained values instead of zero (default True,
             ours; the paper does not say). Snapshots are unaffected: released
             weights are outside every earlier snapshot's mask.
         restore_released_at: with ``warm_start_released``, when the released
-            weights get their trained values back. ``"next_experience"`` (default):
-            at the start of the next experience, so between experiences the live
-            model (evaluated, and used to pick exemplars) is the sparse snapshot;
-            ``"end_of_experience"`` (ours, experimental): right after the snapshot
-            is recorded, so the model evaluated between experiences (and the one
-            exemplars are picked with) is the dense one. Snapshots and the next
-            experience's starting weights are the same either way.
+            weights get their trained values back. ``"end_of_experience"``
+            (default, ours): right after the snapshot is recorded, so the model
+            evaluated between experiences (and the one exemplars are picked with)
+            is the dense one; ``"next_experience"``: at the start of the next
+            experience, so between experiences the live model is the sparse
+            snapshot. Snapshots and the next experience's starting weights are the
+            same either way.
         recalibrate_bn: before the snapshot is recorded, re-estimate the BatchNorm
             running statistics of the pruned model on one pass over the
             experience's training mini-batches (new and replayed samples, as
@@ -129,11 +129,11 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
     def __init__(
         self,
         store: SnapshotStore,
-        prune_ratio: PruneRatio = "fair",
+        prune_ratio: PruneRatio = FaithfulKeep(),  # noqa: B008 - frozen, shared safely
         post_prune_epochs: int | None = None,
         n_experiences: int | None = None,
         warm_start_released: bool = True,
-        restore_released_at: ReleasedRestore = "next_experience",
+        restore_released_at: ReleasedRestore = "end_of_experience",
         recalibrate_bn: bool = True,
     ) -> None:
         super().__init__()

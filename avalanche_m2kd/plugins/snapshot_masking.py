@@ -12,7 +12,7 @@ from avalanche_m2kd.plugins.nested_training import (
     ReleasedRestore,
     check_nested_options,
 )
-from avalanche_m2kd.pruning import PruneRatio, validate_prune_ratio
+from avalanche_m2kd.pruning import FaithfulKeep, PruneRatio, validate_prune_ratio
 from avalanche_m2kd.snapshots import SnapshotStore
 from avalanche_m2kd.storage import (
     NestedStorage,
@@ -23,7 +23,17 @@ from avalanche_m2kd.storage import (
 )
 from avalanche_m2kd.stream import check_class_incremental, experience_classes, probe_input
 
-__all__ = ["ReleasedRestore", "SnapshotMaskingPlugin"]
+__all__ = ["ReleasedRestore", "SnapshotMaskingPlugin", "default_prune_ratio"]
+
+
+def default_prune_ratio(mode: SnapshotMode | SnapshotStorage) -> PruneRatio:
+    """What ``prune_ratio=None`` means with storage ``mode``: ``FaithfulKeep()`` with
+    nested storage (avalanche-m2kd 0.1: ``"fair"``), else 0.5 (a ``PrunedStorage``
+    object brings its own density)."""
+    if isinstance(mode, PrunedStorage):
+        return 1.0 - mode.density
+    nested = mode == "nested" if isinstance(mode, str) else isinstance(mode, NestedStorage)
+    return FaithfulKeep() if nested else 0.5
 
 
 def _resolve(
@@ -31,21 +41,18 @@ def _resolve(
 ) -> tuple[SnapshotStorage, PruneRatio]:
     """The storage and the resolved ``prune_ratio`` of the plugin's arguments.
 
-    ``prune_ratio`` is the nested schedule with nested storage (default ``"fair"``,
-    ours); with ``"pruned"`` it is ``1 - density`` of the
+    ``prune_ratio`` is the nested schedule with nested storage (default
+    ``FaithfulKeep()``, ours); with ``"pruned"`` it is ``1 - density`` of the
     :class:`~avalanche_m2kd.storage.PrunedStorage` made (default 0.5, ours); a
     ``PrunedStorage`` object brings its own density; full storage does not use it.
     """
-    if isinstance(mode, PrunedStorage):
-        if prune_ratio is not None:
-            raise ValueError(
-                "Expected argument `prune_ratio` to be None with a PrunedStorage object, but "
-                f"got {prune_ratio!r}: its `density` says what each snapshot keeps"
-            )
-        prune_ratio = 1.0 - mode.density
-    nested = mode == "nested" if isinstance(mode, str) else isinstance(mode, NestedStorage)
+    if isinstance(mode, PrunedStorage) and prune_ratio is not None:
+        raise ValueError(
+            "Expected argument `prune_ratio` to be None with a PrunedStorage object, but "
+            f"got {prune_ratio!r}: its `density` says what each snapshot keeps"
+        )
     if prune_ratio is None:
-        prune_ratio = "fair" if nested else 0.5
+        prune_ratio = default_prune_ratio(mode)
     validate_prune_ratio(prune_ratio)
     density = None
     if isinstance(mode, str) and mode == "pruned":
@@ -101,7 +108,7 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # typ
             :func:`~avalanche_m2kd.storage.modes.make_storage`), or a
             :class:`~avalanche_m2kd.storage.SnapshotStorage` object.
         prune_ratio: with nested storage, :class:`NestedTrainingPlugin`'s schedule
-            (default ``"fair"``). With ``"pruned"``, the fraction of weights dropped
+            (default ``FaithfulKeep()``). With ``"pruned"``, the fraction of weights dropped
             from each stored snapshot, a float in ``[0, 1)``: the storage's
             ``density`` is ``1 - prune_ratio`` (default 0.5, ours). ``None`` with a
             ``PrunedStorage`` object (its ``density`` says it).
@@ -137,7 +144,7 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # typ
         head_name: str | None = None,
         n_experiences: int | None = None,
         warm_start_released: bool = True,
-        restore_released_at: ReleasedRestore = "next_experience",
+        restore_released_at: ReleasedRestore = "end_of_experience",
         recalibrate_bn: bool = True,
     ) -> None:
         super().__init__()

@@ -38,6 +38,7 @@ def _early_stopping_run(conv_net, **m2kd):
     )
     probe = torch.stack([benchmark.test_stream[0].dataset[i][0] for i in range(32)])
     model, recorder = conv_net(), _Recorder(probe)
+    m2kd.setdefault("restore_released_at", "next_experience")  # the recorder reads the snapshot
     strategy = M2KDStrategy(
         model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=32,
         train_epochs=4, eval_every=1, mem_size=40,
