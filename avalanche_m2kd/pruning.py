@@ -50,7 +50,10 @@ class FaithfulKeep:
     classes against the dense model it is pruned from; when none does, it keeps
     the fair share. What an experience leaves free is left to the later ones, and
     the last experience keeps all that is left, as with ``"fair"``.
-    :func:`avalanche_m2kd.keep_search.smallest_faithful_keep` does the measuring.
+    :func:`avalanche_m2kd.keep_search.smallest_faithful_keep` does the measuring. Its
+    cost, once per experience: one pass of the experience's training mini-batches held
+    on the device, and for the dense model and each share tried a copy of the model,
+    a BatchNorm re-estimation pass and an evaluation pass over them.
 
     Args:
         max_drop: the accuracy a snapshot may lose on its own classes, in

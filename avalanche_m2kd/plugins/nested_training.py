@@ -259,7 +259,7 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
 
     def _faithful_keep(self, strategy: Any, schedule: FaithfulKeep, t: int, n: int) -> float:
         """The keep :class:`~avalanche_m2kd.pruning.FaithfulKeep` measures (rank 0's
-        under ``torch.distributed``); its measurements go to :attr:`keep_searches`."""
+        under ``torch.distributed``); its measurements go to ``keep_searches``."""
         keeps = schedule.keeps(t, n)
         loader = getattr(strategy, "dataloader", None)
         if len(keeps) == 1 or loader is None:
@@ -304,7 +304,7 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
     def state_dict(self) -> dict[str, Any]:
         """The trained values of the weights released at the last pruning (with
         ``warm_start_released``, they restart the next experience; CPU tensors) and
-        :attr:`keep_searches`."""
+        ``keep_searches``."""
         return {
             "released": {n: t.detach().cpu() for n, t in self._released.items()},
             "keep_searches": [dict(s) for s in self.keep_searches],

@@ -180,7 +180,7 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # typ
         The store's :meth:`~SnapshotStore.state_dict` and, with nested storage, the
         trained values of the weights released at the last pruning (with
         ``warm_start_released`` they restart the next experience) and
-        :attr:`NestedTrainingPlugin.keep_searches`. Tensors and plain values only
+        the nested plugin's ``keep_searches``. Tensors and plain values only
         (``torch.load(weights_only=True)`` reads it).
         """
         nested = self.nested_training.state_dict() if self.nested_training else {}
