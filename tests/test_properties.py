@@ -226,6 +226,9 @@ def make_strategy(run: Run) -> tuple[M2KDStrategy, EpochCounter]:
         mem_size=run.mem_size,
         snapshot_mode=run.mode,
         post_prune_epochs=run.post_prune_epochs,
+        # the recorder reads the live model after each experience as the snapshot, which
+        # it is only while the released weights wait for the next experience
+        restore_released_at="next_experience",
         feature_layers=["body.relu1", "head:input"] if run.deep_features else None,
     )
     return strategy, counter
