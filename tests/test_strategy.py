@@ -431,18 +431,25 @@ def test_teacher_cost_options_reach_the_plugins_and_store(digits_images, conv_ne
         M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), teacher_dtype=torch.int8)
 
 
+def _nested_conv_strategy(conv_net, restore_released_at, train_epochs):
+    """M2KD with the defaults but ``restore_released_at``, seeded, exemplar-free."""
+    torch.manual_seed(0)
+    model = conv_net()
+    return M2KDStrategy(
+        model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=32,
+        train_epochs=train_epochs, evaluator=_evaluator(), mem_size=0,
+        restore_released_at=restore_released_at,
+    )
+
+
 def test_restore_released_at_end_of_experience_only_changes_the_model_between_experiences(
     digits_images, conv_net, identical
 ):
     """Same snapshots and same training; between experiences the live model is dense."""
 
     def run(when):
-        torch.manual_seed(0)
-        model = conv_net()
-        strategy = M2KDStrategy(
-            model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=32,
-            train_epochs=2, evaluator=_evaluator(), mem_size=0, restore_released_at=when,
-        )
+        strategy = _nested_conv_strategy(conv_net, when, train_epochs=2)
+        model = strategy.model
         strategy.train(digits_images.train_stream[0])
         between = {n: p.detach().clone() for n, p in model.named_parameters()}
         strategy.train(digits_images.train_stream[1])
@@ -478,12 +485,8 @@ def test_the_dense_model_between_experiences_gets_its_own_batchnorm_statistics(
     split the dense model then scored 0.52 after experience 0 (chance is 0.5)."""
 
     def first_experience(when):
-        torch.manual_seed(0)
-        model = conv_net()
-        strategy = M2KDStrategy(
-            model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), train_mb_size=32,
-            train_epochs=4, evaluator=_evaluator(), mem_size=0, restore_released_at=when,
-        )
+        strategy = _nested_conv_strategy(conv_net, when, train_epochs=4)
+        model = strategy.model
         strategy.train(digits_images.train_stream[0])
         accuracy = strategy.eval(digits_images.test_stream[:1])[ACC]
         stats = {n: b.clone() for n, b in model.named_buffers() if "running" in n}
