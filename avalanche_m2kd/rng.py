@@ -17,12 +17,14 @@ Example:
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["rng_state", "set_rng_state"]
+__all__ = ["preserved_rng", "rng_state", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -50,6 +52,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block whose random draws (e.g. a shuffling loader's) leave every generator
+    as it was before the block, also when the block raises.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> with preserved_rng():
+        ...     _ = torch.rand(3)
+        >>> after = float(torch.rand(1))
+        >>> _ = torch.manual_seed(0)
+        >>> after == float(torch.rand(1))
+        True
+    """
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def _tuples(value: Any) -> Any:

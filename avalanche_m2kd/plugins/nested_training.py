@@ -12,7 +12,7 @@ from avalanche_m2kd.batchnorm import batch_norm_layers, recalibrate_batch_norm, 
 from avalanche_m2kd.keep_search import smallest_faithful_keep
 from avalanche_m2kd.options import check_choice
 from avalanche_m2kd.pruning import FaithfulKeep, PruneRatio, keep_fraction, validate_prune_ratio
-from avalanche_m2kd.rng import rng_state, set_rng_state
+from avalanche_m2kd.rng import preserved_rng
 from avalanche_m2kd.snapshots import SnapshotStore
 from avalanche_m2kd.storage import NestedStorage
 from avalanche_m2kd.stream import experience_classes, stream_length
@@ -264,9 +264,8 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         loader = getattr(strategy, "dataloader", None)
         if len(keeps) == 1 or loader is None:
             return keeps[-1]
-        state = rng_state()  # the pass over the loader draws nothing from the run's
-        batches = [(mb[0].to(strategy.device), mb[1].to(strategy.device)) for mb in loader]
-        set_rng_state(state)
+        with preserved_rng():  # the pass over the loader draws nothing from the run's
+            batches = [(mb[0].to(strategy.device), mb[1].to(strategy.device)) for mb in loader]
         own = experience_classes(strategy.experience)
         seen = {c for classes in self.store.classes for c in classes} | set(own)
         search = smallest_faithful_keep(
@@ -377,6 +376,5 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         # pass leaves the generators as they were (the loader shuffles), so that the
         # rest of the run, snapshots included, is the same as with "next_experience".
         if self._restore_released(strategy.model) and self.recalibrate_bn:
-            state = rng_state()
-            self._recalibrate(strategy)
-            set_rng_state(state)
+            with preserved_rng():
+                self._recalibrate(strategy)
