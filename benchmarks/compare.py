@@ -60,11 +60,13 @@ import argparse
 import copy
 import json
 import math
+import multiprocessing
 import os
 import statistics
 import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +149,8 @@ FAITHFUL_KEEP = FaithfulKeep().plain()
 #: record means what it ran whatever today's defaults are.
 _DEFAULTS_01 = dict(prune_ratio="fair", restore_released_at="next_experience", feat_weight=1.0)
 _DENSE = dict(restore_released_at="end_of_experience")
+#: The same three options at their 0.2 values, for the variants measured on top of 0.2.
+_DEFAULTS_02 = dict(prune_ratio=FAITHFUL_KEEP, feat_weight=0.1, **_DENSE)
 
 
 def _on_01(**changes: Any) -> dict[str, Any]:
@@ -182,6 +186,10 @@ ABLATION: dict[str, dict[str, Any]] = {
     "nested, faithful keep, dense between experiences, no feature term": _on_01(
         **_DENSE, prune_ratio=FAITHFUL_KEEP, feat_weight=0.0
     ),
+    **{
+        f"0.2 defaults, logit adjustment {tau}": {**_DEFAULTS_02, "logit_adjustment": tau}
+        for tau in (0.25, 0.5, 0.75)
+    },
     "nested, cumulative": dict(snapshot_mode="nested", **_CUM),
     "pruned, cumulative": dict(snapshot_mode="pruned", **_CUM),
     "full, cumulative": dict(snapshot_mode="full", **_CUM),
@@ -464,9 +472,13 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _jobs(cfg: argparse.Namespace) -> list[tuple[str, str, dict | None, int, str, int]]:
+#: One run to make: (kind, method or variant, options, budget or total memory, stream, seed).
+Job = tuple[str, str, dict[str, Any] | None, int, str, int]
+
+
+def _jobs(cfg: argparse.Namespace) -> list[Job]:
     """Every (kind, method or variant, options, budget or total memory, stream, seed) of ``cfg``."""
-    jobs: list[tuple[str, str, dict | None, int, str, int]] = []
+    jobs: list[Job] = []
     for seed in cfg.seeds:
         for stream in cfg.streams:
             if cfg.ablation:
@@ -495,45 +507,59 @@ def _jobs(cfg: argparse.Namespace) -> list[tuple[str, str, dict | None, int, str
     return jobs
 
 
+
+
+def _run_and_write(job: Job, cfg: argparse.Namespace, path: Path) -> str:
+    """Run one job, write its record atomically, and return its summary line."""
+    kind, name, options, budget, stream, seed = job
+    variant = name if options is not None else None  # an ablation variant of M2KD
+    method = name if variant is None else "m2kd"
+    total = budget if kind == "memory" else None
+    record = run_one(
+        method, budget, stream, seed, cfg, options, variant=variant, total_memory=total
+    )
+    record["kind"] = kind
+    _write_atomic(path, json.dumps(record, indent=1))
+    if record.get("over_budget"):
+        return (f"    {name} over budget: it stores {record['predicted_fixed_bytes']} bytes "
+                "besides exemplars")
+    return (
+        f"    {name} {stream} s{seed}: {record['budget']} exemplars, stored "
+        f"{record['stored_total']} bytes; final {record['final_accuracy']:.4f}, avg inc "
+        f"{record['average_incremental_accuracy']:.4f}, {record['wall_time_s']:.1f} s"
+    )
+
+
 def cmd_run(cfg: argparse.Namespace) -> None:
     """Run every missing (method or variant, budget or total memory, stream, seed) and write
-    its record."""
+    its record; with ``--workers N``, N runs side by side, each in a fresh process."""
     out = Path(cfg.out)
     jobs = _jobs(cfg)
     start = time.perf_counter()
-    for i, (kind, name, options, budget, stream, seed) in enumerate(jobs):
+    todo = []
+    for i, job in enumerate(jobs):
+        kind, name, _, budget, stream, seed = job
         path = _record_path(out, kind, name, budget, stream, seed, cfg.class_order)
-        if path.exists():
-            continue
-        variant = name if options is not None else None  # an ablation variant of M2KD
-        method = name if variant is None else "m2kd"
-        size = f"total_memory={budget}" if kind == "memory" else f"budget={budget}"
-        print(
-            f"[{i + 1}/{len(jobs)}] {kind} {name} {size} stream={stream} seed={seed} "
-            f"order={cfg.class_order} "
-            f"({time.perf_counter() - start:.0f} s)",
-            flush=True,
-        )
-        total = budget if kind == "memory" else None
-        record = run_one(
-            method, budget, stream, seed, cfg, options, variant=variant, total_memory=total
-        )
-        record["kind"] = kind
-        _write_atomic(path, json.dumps(record, indent=1))
-        if record.get("over_budget"):
-            print(
-                f"    over budget: it stores {record['predicted_fixed_bytes']} bytes besides "
-                "exemplars",
-                flush=True,
-            )
-            continue
-        print(
-            f"    {record['budget']} exemplars, stored {record['stored_total']} bytes; final "
-            f"{record['final_accuracy']:.4f}, avg inc "
-            f"{record['average_incremental_accuracy']:.4f}, "
-            f"{record['wall_time_s']:.1f} s",
-            flush=True,
-        )
+        if not path.exists():
+            size = f"total_memory={budget}" if kind == "memory" else f"budget={budget}"
+            label = (f"[{i + 1}/{len(jobs)}] {kind} {name} {size} stream={stream} seed={seed} "
+                     f"order={cfg.class_order}")
+            todo.append((label, job, path))
+    if cfg.workers == 1:
+        for label, job, path in todo:
+            print(f"{label} ({time.perf_counter() - start:.0f} s)", flush=True)
+            print(_run_and_write(job, cfg, path), flush=True)
+    else:
+        # A fresh process per run (spawned: no state shared with this one), so a record
+        # is the same whichever worker ran it and whatever ran before it there.
+        context = multiprocessing.get_context("spawn")
+        fresh: dict[str, Any] = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
+        with ProcessPoolExecutor(cfg.workers, mp_context=context, **fresh) as pool:
+            pending = {pool.submit(_run_and_write, job, cfg, path): label
+                       for label, job, path in todo}
+            for future in as_completed(pending):
+                print(f"{pending[future]} ({time.perf_counter() - start:.0f} s)", flush=True)
+                print(future.result(), flush=True)
     print(f"done: {len(jobs)} runs in {out / 'runs'} ({time.perf_counter() - start:.0f} s)")
 
 
@@ -927,6 +953,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weight-decay", type=float, default=5e-4)
     run.add_argument("--temperature", type=float, default=2.0)
     run.add_argument("--device", default="cpu")
+    run.add_argument("--workers", type=_positive_int, default=1,
+                     help="runs side by side, each in its own process (one per core)")
     run.add_argument("--wandb", action="store_true",
                      help="log every run to Weights & Biases through avalanche_m2kd.WandBLogger")
     run.add_argument("--wandb-project", default="avalanche-m2kd-compare")
@@ -952,6 +980,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         if cfg.total_memory == []:
             cfg.total_memory = default_total_memory(cfg)
     return cfg
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:

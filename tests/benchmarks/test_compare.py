@@ -253,6 +253,27 @@ def test_ablation_variants_at_equal_total_memory(fmnist_root, tmp_path):
     assert all(r["stored_total"] <= total for r in records)
 
 
+def test_workers_run_side_by_side_and_write_the_records_one_process_writes(
+    fmnist_root, tmp_path, capsys
+):
+    def run(out, *extra):
+        compare.main(["run", "--root", str(fmnist_root), "--out", str(out), "--budgets", "10",
+                      "--methods", "m2kd", "replay-la", *extra] + TINY)
+        return {r["method"]: r for r in compare.load_records(out)}
+
+    alone = run(tmp_path / "one")
+    capsys.readouterr()
+    side_by_side = run(tmp_path / "two", "--workers", "2")
+    printed = capsys.readouterr().out
+    assert "[1/2]" in printed and "[2/2]" in printed and "final" in printed
+    assert set(side_by_side) == {"m2kd", "replay-la"}
+    for method, record in alone.items():
+        for key in ("accuracy", "matrix", "stored_bytes", "budget", "keep_searches"):
+            assert side_by_side[method].get(key) == record.get(key), (method, key)
+    with pytest.raises(SystemExit):
+        compare.main(["run", "--workers", "0"])
+
+
 def test_report_reads_records_without_the_new_fields(tmp_path):
     old = dict(
         method="replay",
