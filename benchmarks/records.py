@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,17 @@ from typing import Any
 def header(benchmark: str, argv: list[str] | None) -> dict[str, Any]:
     """The fields every record starts with: ``benchmark`` (the module under
     ``benchmarks``), ``command`` (as run; ``argv`` ``None``: this process's) and
-    ``date`` (UTC, ``YYYY-MM-DD``)."""
+    ``date`` (UTC, ``YYYY-MM-DD``). The command is quoted for a shell, so that it runs
+    again as written.
+
+    Example:
+        >>> header("digits_variants", ["replay only", "--seeds", "0"])["command"]
+        "python -m benchmarks.digits_variants 'replay only' --seeds 0"
+    """
     args = sys.argv[1:] if argv is None else argv
     return dict(
         benchmark=benchmark,
-        command=" ".join([f"python -m benchmarks.{benchmark}", *args]),
+        command=shlex.join(["python", "-m", f"benchmarks.{benchmark}", *args]),
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
     )
 
