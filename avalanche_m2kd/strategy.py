@@ -190,7 +190,9 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
             :class:`~avalanche_m2kd.criterion.LogitAdjustedCrossEntropy` that replaces
             a plain ``nn.CrossEntropyLoss`` criterion (it removes the new-class bias of
             replayed mini-batches, which distillation cannot; 0 keeps the criterion as
-            given). Other criteria are used unchanged, with a warning.
+            given). The default, 0.75, corrects less than the class prior's full
+            ``tau = 1``: the frozen weights and the teachers already hold the old
+            classes up. Other criteria are used unchanged, with a warning.
         head_name: dotted name of the classifier head; found when ``None``.
         mixed_precision, ddp_find_unused_parameters, check_finite: as in
             :class:`~avalanche_m2kd.training.TrainingMixin`. ``mixed_precision``
@@ -240,7 +242,7 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
         feature_loss: FeatureLoss = "normalized_mse",
         feature_teachers: TeacherSet = "last",
         teacher_bn: TeacherBatchNorm = "batch",
-        logit_adjustment: float = 1.0,
+        logit_adjustment: float = 0.75,
         teacher_sample: int | None = None,
         head_name: str | None = None,
         restore_released_at: ReleasedRestore = "end_of_experience",

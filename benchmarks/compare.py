@@ -188,7 +188,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     ),
     **{
         f"0.2 defaults, logit adjustment {tau}": {**_DEFAULTS_02, "logit_adjustment": tau}
-        for tau in (0.25, 0.5, 0.75)
+        for tau in (0.25, 0.5, 0.75, 1.0)
     },
     "nested, cumulative": dict(snapshot_mode="nested", **_CUM),
     "pruned, cumulative": dict(snapshot_mode="pruned", **_CUM),
@@ -423,6 +423,9 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         torch=torch.__version__,
         threads=torch.get_num_threads(),
     )
+    m2kd_config = getattr(strategy, "m2kd_config", None)
+    if m2kd_config is not None:  # every M2KD option as it ran, defaults included
+        record["m2kd_config"] = json.loads(json.dumps(m2kd_config, default=str))
     nested = getattr(getattr(strategy, "masking", None), "nested_training", None)
     if nested is not None and nested.keep_searches:  # FaithfulKeep's measurements
         record["keep_searches"] = nested.keep_searches

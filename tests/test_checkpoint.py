@@ -448,20 +448,24 @@ def test_head_grown_by_eval_before_training_resumes(digits_images, conv_net, tmp
 FORMAT1 = ROOT / "tests" / "data" / "checkpoint_format1.pt"
 
 
-def _format1_strategy():
+#: 0.1.0's defaults that later releases changed, which the checkpoint's configuration holds.
+DEFAULTS_01 = dict(prune_ratio="fair", restore_released_at="next_experience", feat_weight=1.0,
+                   logit_adjustment=1.0)
+
+
+def _format1_strategy(**changes):
     """The strategy ``tests/data/checkpoint_format1.pt`` was saved from, after 2 experiences of
     ``split_digits(5, seed=0)`` with ``strategy.eval(test_stream[:2])`` after each, by
-    avalanche-m2kd 0.1.0's code (commit 28567d1, ``git archive 28567d1 avalanche_m2kd``)."""
+    avalanche-m2kd 0.1.0's code (commit 28567d1, ``git archive 28567d1 avalanche_m2kd``);
+    ``changes`` replace or drop (``None``) its options."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    options = {k: v for k, v in {**DEFAULTS_01, **changes}.items() if v is not None}
     return M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
                         train_mb_size=32,
                         evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
                         mem_size=10, feature_layers=["0"], teacher_dtype=torch.bfloat16,
-                        temperature=3.0,
-                        # 0.1.0's defaults, which the checkpoint's configuration holds
-                        prune_ratio="fair", restore_released_at="next_experience",
-                        feat_weight=1.0)
+                        temperature=3.0, **options)
 
 
 def test_checkpoint_written_before_the_option_objects_loads_and_resumes(digits):
@@ -486,17 +490,18 @@ def test_a_checkpoint_of_0_1_reads_its_default_prune_ratio_as_fair(digits):
     """0.1.0 wrote ``prune_ratio=None`` for its default, ``"fair"``; today ``None`` is a
     ``FaithfulKeep``, so resuming that checkpoint without ``prune_ratio="fair"`` is
     refused, naming it, instead of going on with another schedule."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    strategy = M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-                            train_mb_size=32,
-                            evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
-                            mem_size=10, feature_layers=["0"], teacher_dtype=torch.bfloat16,
-                            temperature=3.0, restore_released_at="next_experience",
-                            feat_weight=1.0)
+    strategy = _format1_strategy(prune_ratio=None)
     with pytest.raises(ckpt.CheckpointMismatchError, match=r"prune_ratio='fair' \(this strategy: "
                        r"\{'faithful_keep'"):
         load_checkpoint(strategy, FORMAT1, digits.train_stream)
+
+
+def test_a_checkpoint_with_the_old_logit_adjustment_is_refused_naming_it(digits):
+    """0.1.0's ``logit_adjustment`` was 1; resumed under today's default (0.75) the run
+    would go on with another criterion: refused, naming the option and both values."""
+    with pytest.raises(ckpt.CheckpointMismatchError,
+                       match=r"logit_adjustment=1\.0 \(this strategy: 0\.75\)"):
+        load_checkpoint(_format1_strategy(logit_adjustment=None), FORMAT1, digits.train_stream)
 
 
 @pytest.mark.parametrize("version, why", [("2", "newer avalanche-m2kd"),

@@ -267,6 +267,9 @@ def test_workers_run_side_by_side_and_write_the_records_one_process_writes(
     printed = capsys.readouterr().out
     assert "[1/2]" in printed and "[2/2]" in printed and "final" in printed
     assert set(side_by_side) == {"m2kd", "replay-la"}
+    config = side_by_side["m2kd"]["m2kd_config"]  # what ran, defaults included
+    assert config["logit_adjustment"] == 0.75 and config["mem_size"] == 10
+    assert "m2kd_config" not in side_by_side["replay-la"]
     for method, record in alone.items():
         for key in ("accuracy", "matrix", "stored_bytes", "budget", "keep_searches"):
             assert side_by_side[method].get(key) == record.get(key), (method, key)
