@@ -108,8 +108,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: Methods of the headline table, in its order (:data:`benchmarks.methods.METHODS`).
 #: Naive has no memory; Replay, iCaRL, ER-ACE, DER and BiC need one. ``replay-la`` and
 #: ``lwf-la`` are Avalanche's Replay and LwF with M2KD's default criterion,
-#: :class:`~avalanche_m2kd.LogitAdjustedCrossEntropy`, so that LwF-LA and M2KD differ
-#: only in their distillation. ``m2kd-full`` is M2KD with ``snapshot_mode="full"``.
+#: :class:`~avalanche_m2kd.LogitAdjustedCrossEntropy` at Menon et al.'s ``tau = 1``, M2KD's
+#: default until 0.2 (``replay-la-0.75``: at M2KD's default since, to check the peer is
+#: not held back by its ``tau``). ``m2kd-full`` is M2KD with ``snapshot_mode="full"``.
 METHODS = tuple(REGISTRY)
 
 #: ``--class-order`` choices (:func:`class_order`).
@@ -144,17 +145,28 @@ def _late_shares(n: int, share: float = 0.5) -> list[float]:
 #: (turned into the object by :class:`benchmarks.methods.M2KDMethod`).
 FAITHFUL_KEEP = FaithfulKeep().plain()
 
-#: The three options whose defaults 0.2 changed, at their 0.1 values. The equal-memory
-#: variants spell all three out (0.1's value unless the name says otherwise), so that a
-#: record means what it ran whatever today's defaults are.
-_DEFAULTS_01 = dict(prune_ratio="fair", restore_released_at="next_experience", feat_weight=1.0)
+#: The options whose defaults 0.2 changed, at their 0.1 values: those of every store, and
+#: with the nested store its two own. Every variant measured before 0.2 spells them out
+#: (0.1's value unless the variant sets its own), so that a record means what it ran
+#: whatever today's defaults are.
+_DEFAULTS_01_ANY_STORE = dict(feat_weight=1.0, logit_adjustment=1.0)
+_DEFAULTS_01 = dict(prune_ratio="fair", restore_released_at="next_experience",
+                    **_DEFAULTS_01_ANY_STORE)
 _DENSE = dict(restore_released_at="end_of_experience")
-#: The same three options at their 0.2 values, for the variants measured on top of 0.2.
+#: The nested store's and the feature term's at their 0.2 values, for the variants measured
+#: on top of 0.2 (each sets ``logit_adjustment`` itself).
 _DEFAULTS_02 = dict(prune_ratio=FAITHFUL_KEEP, feat_weight=0.1, **_DENSE)
 
 
 def _on_01(**changes: Any) -> dict[str, Any]:
-    return {**_DEFAULTS_01, **changes}
+    """``changes`` over 0.1's defaults (the nested store's only where the store is nested).
+
+    Example:
+        >>> _on_01(snapshot_mode="full", feat_weight=0.0)
+        {'feat_weight': 0.0, 'logit_adjustment': 1.0, 'snapshot_mode': 'full'}
+    """
+    nested = changes.get("snapshot_mode", "nested") == "nested"
+    return {**(_DEFAULTS_01 if nested else _DEFAULTS_01_ANY_STORE), **changes}
 
 
 ABLATION: dict[str, dict[str, Any]] = {
@@ -190,34 +202,36 @@ ABLATION: dict[str, dict[str, Any]] = {
         f"0.2 defaults, logit adjustment {tau}": {**_DEFAULTS_02, "logit_adjustment": tau}
         for tau in (0.25, 0.5, 0.75, 1.0)
     },
-    "nested, cumulative": dict(snapshot_mode="nested", **_CUM),
-    "pruned, cumulative": dict(snapshot_mode="pruned", **_CUM),
-    "full, cumulative": dict(snapshot_mode="full", **_CUM),
-    "no distillation (replay + LA)": dict(
+    "nested, cumulative": _on_01(snapshot_mode="nested", **_CUM),
+    "pruned, cumulative": _on_01(snapshot_mode="pruned", **_CUM),
+    "full, cumulative": _on_01(snapshot_mode="full", **_CUM),
+    "no distillation (replay + LA)": _on_01(
         snapshot_mode="full", mm_weight=0.0, feat_weight=0.0, **_CUM
     ),
-    "last teacher (LwF + LA)": dict(teachers="last", snapshot_mode="full", feat_weight=0.0, **_CUM),
-    "last teacher, no LA (LwF)": dict(
+    "last teacher (LwF + LA)": _on_01(
+        teachers="last", snapshot_mode="full", feat_weight=0.0, **_CUM
+    ),
+    "last teacher, no LA (LwF)": _on_01(
         teachers="last", snapshot_mode="full", feat_weight=0.0, logit_adjustment=0.0, **_CUM
     ),
-    "all teachers, cumulative": dict(snapshot_mode="full", feat_weight=0.0, **_CUM),
-    "all teachers, own": dict(snapshot_mode="full", teacher_slice="own", feat_weight=0.0),
-    "all teachers, own, 2 sampled per batch": dict(
+    "all teachers, cumulative": _on_01(snapshot_mode="full", feat_weight=0.0, **_CUM),
+    "all teachers, own": _on_01(snapshot_mode="full", teacher_slice="own", feat_weight=0.0),
+    "all teachers, own, 2 sampled per batch": _on_01(
         snapshot_mode="full", teacher_slice="own", feat_weight=0.0, teacher_sample=2
     ),
-    "all teachers, own, bf16 teachers": dict(
+    "all teachers, own, bf16 teachers": _on_01(
         snapshot_mode="full", teacher_slice="own", feat_weight=0.0, teacher_dtype="bfloat16"
     ),
-    "m2kd-full, bf16 student": dict(snapshot_mode="full", mixed_precision="bfloat16"),
-    "m2kd-full, bf16 teachers": dict(snapshot_mode="full", teacher_dtype="bfloat16"),
-    "full, cumulative + stage features": dict(
+    "m2kd-full, bf16 student": _on_01(snapshot_mode="full", mixed_precision="bfloat16"),
+    "m2kd-full, bf16 teachers": _on_01(snapshot_mode="full", teacher_dtype="bfloat16"),
+    "full, cumulative + stage features": _on_01(
         snapshot_mode="full", feature_layers=list(FEATURE_STAGES), **_CUM
     ),
-    "full, cumulative + features from all teachers": dict(
+    "full, cumulative + features from all teachers": _on_01(
         snapshot_mode="full", feature_teachers="all", **_CUM
     ),
-    "full, cumulative, no LA": dict(snapshot_mode="full", logit_adjustment=0.0, **_CUM),
-    "full, cumulative, teachers with running BN statistics": dict(
+    "full, cumulative, no LA": _on_01(snapshot_mode="full", logit_adjustment=0.0, **_CUM),
+    "full, cumulative, teachers with running BN statistics": _on_01(
         snapshot_mode="full", teacher_bn="running", **_CUM
     ),
 }

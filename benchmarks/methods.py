@@ -196,8 +196,11 @@ def _replay_exemplars(strategy) -> int:
     return 0 if plugin is None else len(plugin.storage_policy.buffer)
 
 
-def _criterion(logit_adjusted: bool) -> nn.Module:
-    return LogitAdjustedCrossEntropy() if logit_adjusted else nn.CrossEntropyLoss()
+def _criterion(logit_adjusted: bool | float) -> nn.Module:
+    """Plain cross-entropy, or the logit-adjusted one with ``tau`` (``True``: 1)."""
+    if not logit_adjusted:
+        return nn.CrossEntropyLoss()
+    return LogitAdjustedCrossEntropy(1.0 if logit_adjusted is True else float(logit_adjusted))
 
 
 # --------------------------------------------------------------------------- the base class
@@ -323,12 +326,13 @@ class ReplayMethod(Method):
 
     Args:
         logit_adjusted: M2KD's :class:`~avalanche_m2kd.LogitAdjustedCrossEntropy` as
-            criterion instead of cross-entropy.
+            criterion instead of cross-entropy: ``True`` with Menon et al.'s ``tau = 1``,
+            a float for another ``tau``.
     """
 
     exemplars = "required"
 
-    def __init__(self, name: str, logit_adjusted: bool = False) -> None:  # noqa: D107
+    def __init__(self, name: str, logit_adjusted: bool | float = False) -> None:  # noqa: D107
         super().__init__(name, logit_adjusted=logit_adjusted)
 
     def build(self, n_exemplars, setting, options=None):  # noqa: D102
@@ -794,6 +798,8 @@ for _method in (
     NaiveMethod("naive"),
     ReplayMethod("replay"),
     ReplayMethod("replay-la", logit_adjusted=True),
+    # M2KD's default strength, to check that the peer is not disadvantaged by its tau = 1
+    ReplayMethod("replay-la-0.75", logit_adjusted=0.75),
     LwFMethod("lwf"),
     LwFMethod("lwf-la", logit_adjusted=True),
     ICaRLMethod("icarl"),

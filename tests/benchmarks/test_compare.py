@@ -40,6 +40,7 @@ def test_run_and_report(fmnist_root, tmp_path, capsys):
         ("m2kd-full", 0),
         ("replay", 10),
         ("replay-la", 10),
+        ("replay-la-0.75", 10),
         ("lwf", 10),
         ("lwf-la", 10),
         ("icarl", 10),

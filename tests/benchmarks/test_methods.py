@@ -57,8 +57,8 @@ def _trained(name: str, n_exemplars: int):
 
 def test_registry_holds_every_headline_method_and_builds_each():
     assert list(METHODS) == [
-        "naive", "replay", "replay-la", "lwf", "lwf-la", "icarl", "er-ace", "der", "bic", "m2kd",
-        "m2kd-full",
+        "naive", "replay", "replay-la", "replay-la-0.75", "lwf", "lwf-la", "icarl", "er-ace",
+        "der", "bic", "m2kd", "m2kd-full",
     ]
     for name, method in METHODS.items():
         assert isinstance(method, Method) and method.name == name
@@ -68,6 +68,9 @@ def test_registry_holds_every_headline_method_and_builds_each():
         assert isinstance(strategy, SupervisedTemplate)
     with pytest.raises(ValueError, match="already registered"):
         methods.register(methods.NaiveMethod("naive"))
+    taus = {name: METHODS[name].build(10, SETTING)._criterion.tau
+            for name in ("replay-la", "replay-la-0.75")}
+    assert taus == {"replay-la": 1.0, "replay-la-0.75": 0.75}
     with pytest.raises(ValueError, match="no option"):
         METHODS["der"].build(10, SETTING, {"alhpa": 0.2})
 
