@@ -88,6 +88,7 @@ from avalanche_m2kd.pruning import FaithfulKeep  # noqa: E402
 from benchmarks.backbones import FEATURE_STAGES, make_backbone  # noqa: E402
 from benchmarks.methods import BYTE_KINDS, Setting, model_bytes, seed_everything  # noqa: E402
 from benchmarks.methods import METHODS as REGISTRY  # noqa: E402
+from benchmarks.past_defaults import on_01  # noqa: E402
 
 #: Fashion-MNIST: 10 classes of 1x28x28 images (784 bytes each as uint8).
 N_CLASSES, IMAGE_SHAPE = 10, (1, 28, 28)
@@ -145,93 +146,76 @@ def _late_shares(n: int, share: float = 0.5) -> list[float]:
 #: (turned into the object by :class:`benchmarks.methods.M2KDMethod`).
 FAITHFUL_KEEP = FaithfulKeep().plain()
 
-#: The options whose defaults 0.2 changed, at their 0.1 values: those of every store, and
-#: with the nested store its two own. Every variant measured before 0.2 spells them out
-#: (0.1's value unless the variant sets its own), so that a record means what it ran
-#: whatever today's defaults are.
-_DEFAULTS_01_ANY_STORE = dict(feat_weight=1.0, logit_adjustment=1.0)
-_DEFAULTS_01 = dict(prune_ratio="fair", restore_released_at="next_experience",
-                    **_DEFAULTS_01_ANY_STORE)
 _DENSE = dict(restore_released_at="end_of_experience")
 #: The nested store's and the feature term's at their 0.2 values, for the variants measured
-#: on top of 0.2 (each sets ``logit_adjustment`` itself).
+#: on top of 0.2 (each sets ``logit_adjustment`` itself). Those measured before 0.2 are
+#: built with :func:`benchmarks.past_defaults.on_01`.
 _DEFAULTS_02 = dict(prune_ratio=FAITHFUL_KEEP, feat_weight=0.1, **_DENSE)
-
-
-def _on_01(**changes: Any) -> dict[str, Any]:
-    """``changes`` over 0.1's defaults (the nested store's only where the store is nested).
-
-    Example:
-        >>> _on_01(snapshot_mode="full", feat_weight=0.0)
-        {'feat_weight': 0.0, 'logit_adjustment': 1.0, 'snapshot_mode': 'full'}
-    """
-    nested = changes.get("snapshot_mode", "nested") == "nested"
-    return {**(_DEFAULTS_01 if nested else _DEFAULTS_01_ANY_STORE), **changes}
 
 
 ABLATION: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "0.1 defaults (fair shares, sparse between experiences, feature weight 1)": _on_01(),
-    "nested, no feature term": _on_01(feat_weight=0.0),
+    "0.1 defaults (fair shares, sparse between experiences, feature weight 1)": on_01(),
+    "nested, no feature term": on_01(feat_weight=0.0),
     **{
-        f"nested, half shares then the rest, {n} experiences": _on_01(prune_ratio=_late_shares(n))
+        f"nested, half shares then the rest, {n} experiences": on_01(prune_ratio=_late_shares(n))
         for n in (5, 9)
     },
     **{
-        f"nested, dense between experiences, half shares then the rest, {n} experiences": _on_01(
+        f"nested, dense between experiences, half shares then the rest, {n} experiences": on_01(
             **_DENSE, prune_ratio=_late_shares(n)
         )
         for n in (5, 9)
     },
     **{
         f"nested, dense between experiences, half shares then the rest, {n} experiences, "
-        "no feature term": _on_01(**_DENSE, prune_ratio=_late_shares(n), feat_weight=0.0)
+        "no feature term": on_01(**_DENSE, prune_ratio=_late_shares(n), feat_weight=0.0)
         for n in (5, 9)
     },
-    "nested, dense between experiences": _on_01(**_DENSE),
-    "nested, dense between experiences, no feature term": _on_01(**_DENSE, feat_weight=0.0),
-    "nested, dense between experiences, feature weight 0.1": _on_01(**_DENSE, feat_weight=0.1),
-    "nested, faithful keep": _on_01(prune_ratio=FAITHFUL_KEEP),
-    "nested, faithful keep, dense between experiences": _on_01(
+    "nested, dense between experiences": on_01(**_DENSE),
+    "nested, dense between experiences, no feature term": on_01(**_DENSE, feat_weight=0.0),
+    "nested, dense between experiences, feature weight 0.1": on_01(**_DENSE, feat_weight=0.1),
+    "nested, faithful keep": on_01(prune_ratio=FAITHFUL_KEEP),
+    "nested, faithful keep, dense between experiences": on_01(
         **_DENSE, prune_ratio=FAITHFUL_KEEP
     ),
-    "nested, faithful keep, dense between experiences, no feature term": _on_01(
+    "nested, faithful keep, dense between experiences, no feature term": on_01(
         **_DENSE, prune_ratio=FAITHFUL_KEEP, feat_weight=0.0
     ),
     **{
         f"0.2 defaults, logit adjustment {tau}": {**_DEFAULTS_02, "logit_adjustment": tau}
         for tau in (0.25, 0.5, 0.75, 1.0)
     },
-    "nested, cumulative": _on_01(snapshot_mode="nested", **_CUM),
-    "pruned, cumulative": _on_01(snapshot_mode="pruned", **_CUM),
-    "full, cumulative": _on_01(snapshot_mode="full", **_CUM),
-    "no distillation (replay + LA)": _on_01(
+    "nested, cumulative": on_01(snapshot_mode="nested", **_CUM),
+    "pruned, cumulative": on_01(snapshot_mode="pruned", **_CUM),
+    "full, cumulative": on_01(snapshot_mode="full", **_CUM),
+    "no distillation (replay + LA)": on_01(
         snapshot_mode="full", mm_weight=0.0, feat_weight=0.0, **_CUM
     ),
-    "last teacher (LwF + LA)": _on_01(
+    "last teacher (LwF + LA)": on_01(
         teachers="last", snapshot_mode="full", feat_weight=0.0, **_CUM
     ),
-    "last teacher, no LA (LwF)": _on_01(
+    "last teacher, no LA (LwF)": on_01(
         teachers="last", snapshot_mode="full", feat_weight=0.0, logit_adjustment=0.0, **_CUM
     ),
-    "all teachers, cumulative": _on_01(snapshot_mode="full", feat_weight=0.0, **_CUM),
-    "all teachers, own": _on_01(snapshot_mode="full", teacher_slice="own", feat_weight=0.0),
-    "all teachers, own, 2 sampled per batch": _on_01(
+    "all teachers, cumulative": on_01(snapshot_mode="full", feat_weight=0.0, **_CUM),
+    "all teachers, own": on_01(snapshot_mode="full", teacher_slice="own", feat_weight=0.0),
+    "all teachers, own, 2 sampled per batch": on_01(
         snapshot_mode="full", teacher_slice="own", feat_weight=0.0, teacher_sample=2
     ),
-    "all teachers, own, bf16 teachers": _on_01(
+    "all teachers, own, bf16 teachers": on_01(
         snapshot_mode="full", teacher_slice="own", feat_weight=0.0, teacher_dtype="bfloat16"
     ),
-    "m2kd-full, bf16 student": _on_01(snapshot_mode="full", mixed_precision="bfloat16"),
-    "m2kd-full, bf16 teachers": _on_01(snapshot_mode="full", teacher_dtype="bfloat16"),
-    "full, cumulative + stage features": _on_01(
+    "m2kd-full, bf16 student": on_01(snapshot_mode="full", mixed_precision="bfloat16"),
+    "m2kd-full, bf16 teachers": on_01(snapshot_mode="full", teacher_dtype="bfloat16"),
+    "full, cumulative + stage features": on_01(
         snapshot_mode="full", feature_layers=list(FEATURE_STAGES), **_CUM
     ),
-    "full, cumulative + features from all teachers": _on_01(
+    "full, cumulative + features from all teachers": on_01(
         snapshot_mode="full", feature_teachers="all", **_CUM
     ),
-    "full, cumulative, no LA": _on_01(snapshot_mode="full", logit_adjustment=0.0, **_CUM),
-    "full, cumulative, teachers with running BN statistics": _on_01(
+    "full, cumulative, no LA": on_01(snapshot_mode="full", logit_adjustment=0.0, **_CUM),
+    "full, cumulative, teachers with running BN statistics": on_01(
         snapshot_mode="full", teacher_bn="running", **_CUM
     ),
 }

@@ -33,42 +33,31 @@ from torch import nn  # noqa: E402
 from avalanche_m2kd import M2KDStrategy  # noqa: E402
 from avalanche_m2kd.data import split_digits  # noqa: E402
 from benchmarks import records  # noqa: E402
-
-#: The options whose defaults 0.2 changed, at 0.1's values, under which the variants of
-#: the committed ``digits-variants`` record ran (each variant's own options win), so that
-#: they reproduce it whatever today's defaults are.
-_DEFAULTS_01 = dict(feat_weight=1.0, logit_adjustment=1.0)
-_NESTED_01 = dict(prune_ratio="fair", restore_released_at="next_experience")
-
-
-def _ran_01(**options: Any) -> dict[str, Any]:
-    nested = options.get("snapshot_mode", "nested") == "nested"
-    return {**_DEFAULTS_01, **(_NESTED_01 if nested else {}), **options}
-
+from benchmarks.past_defaults import on_01  # noqa: E402
 
 NO_DISTILL = dict(mm_weight=0.0, feat_weight=0.0)
 PLAIN_CE = dict(logit_adjustment=0.0)
 CUM = dict(teacher_slice="cumulative")
 VARIANTS: dict[str, dict] = {
-    "naive (no memory)": _ran_01(mem_size=0, snapshot_mode="full", **NO_DISTILL, **PLAIN_CE),
-    "replay only": _ran_01(snapshot_mode="full", **NO_DISTILL, **PLAIN_CE),
-    "LwF + buffer (last, cumulative)": _ran_01(
+    "naive (no memory)": on_01(mem_size=0, snapshot_mode="full", **NO_DISTILL, **PLAIN_CE),
+    "replay only": on_01(snapshot_mode="full", **NO_DISTILL, **PLAIN_CE),
+    "LwF + buffer (last, cumulative)": on_01(
         snapshot_mode="full", teachers="last", feat_weight=0.0, **CUM, **PLAIN_CE
     ),
-    "all teachers, cumulative, full": _ran_01(
+    "all teachers, cumulative, full": on_01(
         snapshot_mode="full", feat_weight=0.0, **CUM, **PLAIN_CE
     ),
-    "all teachers, own, full": _ran_01(snapshot_mode="full", feat_weight=0.0, **PLAIN_CE),
-    "all teachers, own, full + features": _ran_01(snapshot_mode="full", **PLAIN_CE),
-    "nested, own + features": _ran_01(**PLAIN_CE),
-    "replay + LA": _ran_01(snapshot_mode="full", **NO_DISTILL),
-    "LwF + buffer + LA": _ran_01(snapshot_mode="full", teachers="last", feat_weight=0.0, **CUM),
-    "all teachers, own, full + features + LA": _ran_01(snapshot_mode="full"),
-    "nested, released weights restart at zero (defaults otherwise)": _ran_01(
+    "all teachers, own, full": on_01(snapshot_mode="full", feat_weight=0.0, **PLAIN_CE),
+    "all teachers, own, full + features": on_01(snapshot_mode="full", **PLAIN_CE),
+    "nested, own + features": on_01(**PLAIN_CE),
+    "replay + LA": on_01(snapshot_mode="full", **NO_DISTILL),
+    "LwF + buffer + LA": on_01(snapshot_mode="full", teachers="last", feat_weight=0.0, **CUM),
+    "all teachers, own, full + features + LA": on_01(snapshot_mode="full"),
+    "nested, released weights restart at zero (defaults otherwise)": on_01(
         warm_start_released=False
     ),
-    "nested (defaults: own, features, LA)": _ran_01(),
-    "nested, no distillation, LA": _ran_01(**NO_DISTILL),
+    "nested (defaults: own, features, LA)": on_01(),
+    "nested, no distillation, LA": on_01(**NO_DISTILL),
     # today's defaults with three strengths of the logit adjustment (0.2 chose 0.75 on
     # Split Fashion-MNIST; the rows above ran with 0.1's 1)
     **{f"defaults, logit adjustment {tau}": dict(logit_adjustment=tau) for tau in (1.0, 0.75, 0.5)},
