@@ -16,6 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# The scripts whose ``--out`` records the docs' ``m2kd-record`` directive renders
+# (``benchmarks.<name>.markdown``). Here, not in the docs extension, so that the tests
+# can check a record against it without the docs toolchain installed.
+RECORD_SCRIPTS = ("store_memory", "teacher_memory", "digits_variants")
+
 
 def header(benchmark: str, argv: list[str] | None) -> dict[str, Any]:
     """The fields every record starts with: ``benchmark`` (the module under

@@ -3,6 +3,7 @@ results, and importing the package prints nothing."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import statistics
@@ -95,3 +96,43 @@ def test_import_silences_exactly_the_missing_qp_solver_warning():
     assert "no QP solver found (again)" in stderr
     assert "no QP solver found on your system" not in stderr
     assert stderr.count("UserWarning") == 1, stderr
+
+
+def _bash_commands(text: str) -> list[str]:
+    """The lines of the first ```bash block of a page: the commands a newcomer runs."""
+    block = re.search(r"^```bash\n(.*?)^```$", text, flags=re.S | re.M)
+    assert block, "no ```bash block"
+    return block.group(1).splitlines()
+
+
+def test_ci_runs_the_readmes_test_command_as_written():
+    # .ci/run reads the README's test command and runs it verbatim before its own steps;
+    # if the README's line or .ci/run's reading of it changes, the two must still agree.
+    install, test = _bash_commands(README.read_text())
+    result = subprocess.run(["bash", str(ROOT / ".ci/run"), "--print"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [test]
+    # It installs the `dev` extra only: every test must pass without the docs toolchain.
+    assert '.venv/bin/pip install -e ".[dev]"' in test and "docs" not in test
+    assert install.endswith("examples/quickstart.py")
+
+
+def test_getting_started_gives_the_readmes_two_commands():
+    page = (ROOT / "docs/getting-started.md").read_text()
+    assert _bash_commands(page) == _bash_commands(README.read_text())
+
+
+def test_the_tests_import_nothing_of_the_docs_toolchain():
+    # The README's test command installs `.[dev]`, not `.[docs]`: a test module (or a
+    # conftest) importing Sphinx, docutils or the docs' extensions fails there.
+    docs_only = {"sphinx", "docutils", "myst_parser", "furo", "sphinx_copybutton",
+                 "latex2mathml", "m2kd_docs", "m2kd_options", "m2kd_mathml"}
+    found = []
+    for path in [*(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(ROOT)}: {name}" for name in names
+                      if name.split(".")[0] in docs_only]
+    assert found == []

@@ -56,6 +56,8 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
+from benchmarks.records import RECORD_SCRIPTS  # the repository root is on sys.path too
+
 LOG = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "avalanche_m2kd"
@@ -279,10 +281,6 @@ class FidelityDirective(SphinxDirective):
         rows = StringList("\n".join(lines).splitlines())
         self.state.nested_parse(rows, self.content_offset, container)
         return [container]
-
-
-# The scripts whose ``--out`` records ``m2kd-record`` renders (``benchmarks.<name>.markdown``).
-RECORD_SCRIPTS = ("store_memory", "teacher_memory", "digits_variants")
 
 
 class RecordDirective(SphinxDirective):

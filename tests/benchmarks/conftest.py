@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-DOCS_EXT = Path(__file__).resolve().parents[2] / "docs" / "_ext"
+from benchmarks.records import RECORD_SCRIPTS
 
 
 @pytest.fixture
@@ -22,11 +21,8 @@ def rendered():
 
 
 def _rendered(folder: Path) -> tuple[dict[str, Any], str]:
-    if str(DOCS_EXT) not in sys.path:
-        sys.path.append(str(DOCS_EXT))
-    m2kd_docs = importlib.import_module("m2kd_docs")
     record = json.loads((folder / "results.json").read_text())
-    assert record["benchmark"] in m2kd_docs.RECORD_SCRIPTS
+    assert record["benchmark"] in RECORD_SCRIPTS
     assert record["command"].startswith(f"python -m benchmarks.{record['benchmark']}")
     assert len(record["date"]) == len("2026-12-01")
     script = importlib.import_module(f"benchmarks.{record['benchmark']}")
