@@ -60,9 +60,14 @@ def _records(path: Path):
 
 def _read_run(path: Path, timeout: float = 30.0) -> dict:
     """``{"config", "history", "metrics"}`` of a finished offline run file."""
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + timeout
     while True:
-        records = list(_records(path))
+        try:
+            records = list(_records(path))
+        except DecodeError:  # wandb's writer is still in the middle of a record
+            records = []
         if any(r.HasField("exit") for r in records):
             break
         assert time.monotonic() < deadline, f"{path} has no exit record after {timeout} s"

@@ -518,11 +518,16 @@ def test_a_format_2_state_loads_and_rebuilds_the_same_teachers(mode):
     store.bind(model)
     assert len(store) == 3 and store.classes == [[0, 1], [2, 3], [4, 5]]
     assert store.nbytes() == saved["nbytes"]
+    # The saved logits were computed on another machine, whose convolution kernels may
+    # round differently in the last bit (seen: 1 ulp on some logits of about 100): the
+    # same teachers to float32 rounding there; bit for bit against this machine's below.
     for k in range(3):
-        assert torch.equal(store.teacher(k)(saved["probe"]), saved["outputs"][k]), k
+        torch.testing.assert_close(store.teacher(k)(saved["probe"]), saved["outputs"][k],
+                                   rtol=1e-6, atol=1e-6, msg=f"teacher {k}")
     resaved = store.state_dict()  # written again in this version's format
     assert resaved["format"] == 3 and set(resaved) - set(saved["store"]) == set()
     again = SnapshotStore(mode)
     again.load_state_dict(resaved)
     again.bind(model)
-    assert torch.equal(again.teacher(2)(saved["probe"]), saved["outputs"][2])
+    for k in range(3):
+        assert torch.equal(again.teacher(k)(saved["probe"]), store.teacher(k)(saved["probe"])), k
