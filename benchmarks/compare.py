@@ -313,7 +313,7 @@ def forgetting(matrix: list[list[float | None]]) -> list[float]:
 
 def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Namespace,
             options: dict[str, Any] | None = None, variant: str | None = None,
-            total_memory: int | None = None) -> dict[str, Any]:
+            total_memory: int | None = None, plugins: tuple = ()) -> dict[str, Any]:
     """Train ``method`` over ``stream`` and return its record (see the module docstring).
 
     Args:
@@ -325,6 +325,9 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         options: the method's hyper-parameters over its defaults (M2KD's ablation).
         variant: the ablation variant's name.
         total_memory: bytes shared by exemplars and everything else the method stores.
+        plugins: Avalanche plugins added to the method's own, after them (their hooks
+            run last), e.g. :mod:`benchmarks.phase_times`'s clock; they change nothing
+            the method computes.
 
     Returns:
         The record; with ``total_memory`` too small for the method, a record with
@@ -374,6 +377,7 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         setting = setting_for(cfg, benchmark, loggers=[wandb_logger])
     seed_everything(seed)  # again: nothing before the strategy (a W&B run id) may shift its draws
     strategy = REGISTRY[method].build(n_exemplars, setting, options)
+    strategy.plugins.extend(plugins)
     sizes = [len(e.dataset) for e in benchmark.test_stream]
     matrix: list[list[float | None]] = []
     start = time.perf_counter()
