@@ -242,8 +242,18 @@ def markdown(record: dict[str, Any]) -> str:
     baseline's, and each phase's share of its wall time."""
     runs = record["runs"]
     base = next((r["wall_s"] for r in runs if r["method"] == record["baseline"]), None)
+    memory = (f"{record['total_memory']:,} bytes of total memory" if record["total_memory"]
+              else f"{record['exemplars']} exemplars")
     head = ["method", "wall s", f"/ {record['baseline']}", *PHASES]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"Split Fashion-MNIST {record['stream']}, {record['train_images_per_class']} training "
+        f"and {record['test_images_per_class']} test images per class, {record['epochs']} "
+        f"epochs, {memory}, seed {record['seed']}, {record['backbone']}, "
+        f"{record['threads']} thread(s); each phase's share of the wall time:",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r in runs:
         ratio = f"{r['wall_s'] / base:.2f}" if base else "-"
         shares = [f"{100 * r['seconds'][p] / r['wall_s']:.1f}%" for p in PHASES]

@@ -7,13 +7,15 @@ from avalanche_m2kd.data.cifar import (
     load_cifar100,
     split_cifar100,
 )
-from avalanche_m2kd.data.digits import TensorClassificationDataset, split_digits
+from avalanche_m2kd.data.digits import split_digits
 from avalanche_m2kd.data.fmnist import (
     FashionMNISTNotFoundError,
     fashion_mnist_ready,
+    fashion_mnist_tensors,
     prepare_fashion_mnist,
     split_fmnist,
 )
+from avalanche_m2kd.data.tensors import TensorClassificationDataset
 
 __all__ = [
     "CIFAR100_CLASS_ORDERS",
@@ -22,6 +24,7 @@ __all__ = [
     "TensorClassificationDataset",
     "cifar100_class_order",
     "fashion_mnist_ready",
+    "fashion_mnist_tensors",
     "load_cifar100",
     "prepare_fashion_mnist",
     "split_cifar100",

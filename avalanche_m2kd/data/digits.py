@@ -6,25 +6,10 @@ from collections.abc import Sequence
 
 import torch
 from avalanche.benchmarks import NCScenario
-from torch.utils.data import Dataset
 
-__all__ = ["TensorClassificationDataset", "split_digits"]
+from avalanche_m2kd.data.tensors import TensorClassificationDataset  # also importable from here
 
-
-class TensorClassificationDataset(Dataset):
-    """``(x, y)`` pairs from two tensors, with the ``targets`` list Avalanche reads."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        if len(x) != len(y):
-            raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-        self.x = x
-        self.targets = [int(t) for t in y]
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.x[i], self.targets[i]
+__all__ = ["split_digits"]
 
 
 def split_digits(

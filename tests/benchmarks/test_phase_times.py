@@ -46,7 +46,7 @@ def test_phases_must_nest():
         clock.enter("loading")
 
 
-def test_runs_split_into_phases(fmnist_root, tmp_path, capsys):
+def test_runs_split_into_phases(fmnist_root, tmp_path, capsys, rendered):
     out = tmp_path / "out"
     record = phase_times.main(["--root", str(fmnist_root), "--methods", "replay", "m2kd", "bic",
                                "--out", str(out), *TINY])
@@ -61,8 +61,8 @@ def test_runs_split_into_phases(fmnist_root, tmp_path, capsys):
     assert m2kd["teachers"] > 0 and m2kd["batchnorm"] > 0  # a snapshot teaches the second step
     assert replay["teachers"] == replay["batchnorm"] == replay["bias correction"] == 0
     assert bic["bias correction"] > 0 and bic["teachers"] == 0
-    saved = json.loads((out / "results.json").read_text())
-    assert saved["benchmark"] == "phase_times"
+    saved, page = rendered(out)  # the record the docs' m2kd-record directive renders
+    assert saved["benchmark"] == "phase_times" and page == phase_times.markdown(record)
     assert saved["runs"] == json.loads(json.dumps(record["runs"]))
     sizes = (saved["train_images_per_class"], saved["test_images_per_class"], saved["epochs"])
     assert sizes == (6, 3, 1)

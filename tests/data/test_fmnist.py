@@ -71,3 +71,60 @@ def test_same_benchmark_as_avalanche_split_fmnist(fmnist_root):
         xa, ya, *_ = a.dataset[3]
         xb, yb, *_ = b.dataset[3]
         assert ya == yb and torch.equal(xa, xb)
+
+
+def _pil_path(stream, root, **kwargs):
+    """The benchmark through torchvision's dataset and SplitFMNIST's per-image transforms."""
+    from avalanche_m2kd._avalanche import fmnist_default_transforms
+
+    train_transform, eval_transform = fmnist_default_transforms()
+    return split_fmnist(stream, dataset_root=root, train_transform=train_transform,
+                        eval_transform=eval_transform, **kwargs)
+
+
+@pytest.mark.parametrize("stream, per_class", [("5x2", None), ("2+1", 7)])
+def test_tensor_path_holds_the_same_samples_as_the_per_image_path(fmnist_root, stream, per_class):
+    order = [3, 1, 4, 0, 5, 9, 2, 6, 8, 7]
+    sizes = dict(class_order=order, max_train_per_class=per_class, max_test_per_class=per_class)
+    ours = split_fmnist(stream, dataset_root=fmnist_root, **sizes)
+    theirs = _pil_path(stream, fmnist_root, **sizes)
+    for name in ("train_stream", "test_stream"):
+        for a, b in zip(getattr(ours, name), getattr(theirs, name), strict=True):
+            assert a.classes_in_this_experience == b.classes_in_this_experience
+            xa, ya = zip(*[s[:2] for s in a.dataset], strict=True)
+            xb, yb = zip(*[s[:2] for s in b.dataset], strict=True)
+            assert ya == yb and torch.equal(torch.stack(xa), torch.stack(xb))  # bit for bit
+
+
+def test_tensor_path_trains_to_the_same_weights(fmnist_root):
+    from avalanche.training import Naive
+    from torch import nn
+
+    weights = []
+    for build in (lambda: split_fmnist("2x5", dataset_root=fmnist_root),
+                  lambda: _pil_path("2x5", fmnist_root)):
+        benchmark = build()
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10))
+        strategy = Naive(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                         train_mb_size=16, train_epochs=2, evaluator=None)
+        for experience in benchmark.train_stream:
+            strategy.train(experience, num_workers=0)
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_read_idx_refuses_a_truncated_file(fmnist_root, tmp_path):
+    from avalanche_m2kd.data.fmnist import read_idx
+
+    raw = fmnist_root / "FashionMNIST" / "raw"
+    labels = read_idx(raw / "train-labels-idx1-ubyte")
+    assert labels.dtype == torch.uint8 and labels.shape == (120,)
+    assert read_idx(raw / "train-images-idx3-ubyte").shape == (120, 28, 28)
+    cut = tmp_path / "cut"
+    cut.write_bytes((raw / "train-images-idx3-ubyte").read_bytes()[:-1])
+    with pytest.raises(ValueError, match="unpack it again"):
+        read_idx(cut)
+    cut.write_bytes(b"PK\x03\x04")
+    with pytest.raises(ValueError, match="unsigned-byte idx file"):
+        read_idx(cut)
