@@ -89,6 +89,7 @@ from benchmarks.backbones import FEATURE_STAGES, make_backbone  # noqa: E402
 from benchmarks.methods import BYTE_KINDS, Setting, model_bytes, seed_everything  # noqa: E402
 from benchmarks.methods import METHODS as REGISTRY  # noqa: E402
 from benchmarks.past_defaults import on_01  # noqa: E402
+from benchmarks.stats import paired_markdown  # noqa: E402
 
 #: Fashion-MNIST: 10 classes of 1x28x28 images (784 bytes each as uint8).
 N_CLASSES, IMAGE_SHAPE = 10, (1, 28, 28)
@@ -416,6 +417,9 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         final_old_accuracy=old[-1],
         wall_time_s=time.perf_counter() - start,
         train_time_s=train_time,
+        train_images_per_class=cfg.train_per_class,
+        test_images_per_class=cfg.test_per_class,
+        epochs=cfg.epochs,
         stored_bytes=stored,
         stored_total=sum(stored.values()),
         snapshot_bytes=stored["models"] + stored["snapshots"],
@@ -888,6 +892,9 @@ def cmd_report(cfg: argparse.Namespace) -> None:
         )
     rows = summarize(records)
     text = markdown(rows, records)
+    paired = paired_markdown([r for r in records if r["kind"] == "memory"])
+    if paired:
+        text += "\n**Paired by seed, at equal total memory**\n" + paired
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     written = [out / "results.md", out / "results.json"]

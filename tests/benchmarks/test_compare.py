@@ -195,6 +195,8 @@ def test_total_memory_runs_stay_within_budget_and_report(fmnist_root, tmp_path, 
             assert r["total_memory"] == small and cheapest > small
             continue
         assert r["stored_total"] <= r["total_memory"]
+        sizes = (r["train_images_per_class"], r["test_images_per_class"], r["epochs"])
+        assert sizes == (6, 3, 1)
         besides = sum(
             v
             for k, v in r["stored_bytes"].items()
@@ -215,6 +217,9 @@ def test_total_memory_runs_stay_within_budget_and_report(fmnist_root, tmp_path, 
         "equal total memory, stream 2x5, permuted class order" in table and "over budget" in table
     )
     assert f"| m2kd | {by[('m2kd', small)]['final_accuracy']:.3f} / " in table
+    paired = table[table.index("Paired by seed"):]  # one seed: no interval, no verdict
+    assert f"| er-ace | 1 | {by[('er-ace', large)]['final_accuracy']:.3f} | " in paired
+    assert "one seed" in paired and "tie" not in paired
     assert (out / "memory.png").read_bytes()[:4] == b"\x89PNG" and not (
         out / "results.png"
     ).exists()
