@@ -19,7 +19,8 @@ from typing import Any
 # The scripts whose ``--out`` records the docs' ``m2kd-record`` directive renders
 # (``benchmarks.<name>.markdown``). Here, not in the docs extension, so that the tests
 # can check a record against it without the docs toolchain installed.
-RECORD_SCRIPTS = ("store_memory", "teacher_memory", "digits_variants", "phase_times")
+RECORD_SCRIPTS = ("store_memory", "teacher_memory", "digits_variants", "phase_times",
+                  "joint_plateau")
 
 
 def header(benchmark: str, argv: list[str] | None) -> dict[str, Any]:

@@ -1,0 +1,155 @@
+"""How many epochs the harness's regime needs: naive joint training's test accuracy per epoch.
+
+The comparison must train each experience long enough that what a method forgets is not
+hidden by what none of them had time to learn. This script trains the harness's backbone
+with its shared optimiser (:class:`benchmarks.methods.Setting`: SGD, momentum 0.9, the
+same learning rate, weight decay and mini-batch) on *all* the stream's training data at
+once (joint training, the usual upper bound), evaluates on the test set after every
+epoch, and reports per seed the plateau (the mean accuracy of the last 5 of the
+``--epochs`` run) and the first epoch from which the accuracy stays within
+``--tolerance`` (0.01) of it:
+
+    python -m benchmarks.joint_plateau --root data --train-per-class 1000 \\
+        --test-per-class 500 --epochs 30 --seeds 0 1 2 --out results/joint-plateau
+
+Each seed draws its own initial weights and mini-batch order. The data are
+:func:`avalanche_m2kd.data.fashion_mnist_tensors` (Split Fashion-MNIST's samples and
+values); the loop is plain PyTorch (no Avalanche strategy), which trains exactly what
+a single-experience ``Naive`` run trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from avalanche_m2kd.data import fashion_mnist_tensors
+from benchmarks import records
+from benchmarks.methods import Setting, seed_everything
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on ``(x, y)``."""
+    model.eval()
+    with torch.no_grad():
+        hits = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+                   for i in range(0, len(x), batch))
+    return hits / len(x)
+
+
+def train_jointly(setting: Setting, data: tuple[torch.Tensor, ...], epochs: int,
+                  seed: int) -> list[float]:
+    """Test accuracy after each of ``epochs`` epochs of joint training from seed ``seed``."""
+    x, y, test_x, test_y = data
+    seed_everything(seed)
+    model = setting.model("fixed")
+    optimizer = setting.optimizer(model)
+    loss = nn.CrossEntropyLoss()
+    order = torch.Generator().manual_seed(seed)
+    curve = []
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(x), generator=order).split(setting.batch_size):
+            optimizer.zero_grad()
+            loss(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+        curve.append(accuracy(model, test_x, test_y))
+    return curve
+
+
+#: Epochs at the end of a curve whose mean accuracy is its plateau.
+PLATEAU_EPOCHS = 5
+
+
+def plateau(curve: list[float]) -> float:
+    """The curve's plateau: its mean accuracy over its last :data:`PLATEAU_EPOCHS` epochs
+    (test accuracy moves from epoch to epoch at a constant learning rate: the best
+    epoch would overstate it)."""
+    tail = curve[-PLATEAU_EPOCHS:]
+    return sum(tail) / len(tail)
+
+
+def plateau_epoch(curve: list[float], tolerance: float) -> int:
+    """The first epoch (1-based) from which the accuracy stays within ``tolerance`` of
+    the :func:`plateau`: every later epoch's accuracy too, so a lucky early epoch does
+    not count.
+
+    Example:
+        >>> plateau_epoch([0.70, 0.845, 0.80, 0.845, 0.85, 0.849, 0.85, 0.846], 0.01)
+        4
+    """
+    level = plateau(curve) - tolerance
+    first = len(curve)
+    while first > 0 and curve[first - 1] >= level:
+        first -= 1
+    return first + 1
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The record's table: per seed, the accuracy at a few epochs, the plateau and its epoch."""
+    shown = sorted({e for e in (1, 2, 4, 5, 8, 10, 15, 20, 30, 40) if e <= record["epochs"]}
+                   | {record["epochs"]})
+    head = ["seed", *(f"epoch {e}" for e in shown), "plateau", "within tol. from epoch"]
+    lines = [
+        f"Joint training on Split Fashion-MNIST's {record['train_images_per_class']} training "
+        f"images per class (test: {record['test_images_per_class']} per class), "
+        f"{record['backbone']}, SGD lr {record['lr']}, batch {record['batch_size']}; "
+        f"tolerance {record['tolerance']}:",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for run in record["runs"]:
+        cells = [str(run["seed"]), *(f"{run['accuracy'][e - 1]:.3f}" for e in shown),
+                 f"{plateau(run['accuracy']):.3f}", str(run["plateau_epoch"])]
+        if run["plateau_epoch"] > record["epochs"] - PLATEAU_EPOCHS:  # still rising?
+            cells[-1] += " (near the end: more epochs needed to tell)"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point of ``python -m benchmarks.joint_plateau``; returns the record."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.joint_plateau",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--root", default="data", help="dataset root holding FashionMNIST/raw/")
+    p.add_argument("--train-per-class", type=int, default=1000)
+    p.add_argument("--test-per-class", type=int, default=500)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--backbone", default="cnn")
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--tolerance", type=float, default=0.01)
+    p.add_argument("--out", help="write DIR/results.json")
+    args = p.parse_args(argv)
+    x, y = fashion_mnist_tensors(args.root, True, args.train_per_class)
+    test_x, test_y = fashion_mnist_tensors(args.root, False, args.test_per_class)
+    setting = Setting(n_classes=10, experience_classes=(tuple(range(10)),),
+                      backbone=args.backbone, width=args.width, batch_size=args.batch_size,
+                      lr=args.lr)
+    record = records.header("joint_plateau", argv)
+    record.update(train_images_per_class=args.train_per_class,
+                  test_images_per_class=args.test_per_class, epochs=args.epochs,
+                  seeds=args.seeds, backbone=args.backbone, width=args.width,
+                  batch_size=args.batch_size, lr=args.lr, tolerance=args.tolerance,
+                  threads=torch.get_num_threads(), torch=torch.__version__, runs=[])
+    for seed in args.seeds:
+        start = time.perf_counter()
+        curve = train_jointly(setting, (x, y, test_x, test_y), args.epochs, seed)
+        record["runs"].append(dict(seed=seed, accuracy=curve, seconds=time.perf_counter() - start,
+                                   plateau_epoch=plateau_epoch(curve, args.tolerance)))
+        print(f"seed {seed}: {[round(a, 3) for a in curve]}", flush=True)
+    print(markdown(record))
+    if args.out:
+        records.write(record, args.out)
+    return record
+
+
+if __name__ == "__main__":
+    main()
