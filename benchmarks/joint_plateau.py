@@ -100,16 +100,15 @@ def markdown(record: dict[str, Any]) -> str:
         f"{record['backbone']}, SGD lr {record['lr']}, batch {record['batch_size']}; "
         f"tolerance {record['tolerance']}:",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
     ]
+    rows = []
     for run in record["runs"]:
         cells = [str(run["seed"]), *(f"{run['accuracy'][e - 1]:.3f}" for e in shown),
                  f"{plateau(run['accuracy']):.3f}", str(run["plateau_epoch"])]
         if run["plateau_epoch"] > record["epochs"] - PLATEAU_EPOCHS:  # still rising?
             cells[-1] += " (near the end: more epochs needed to tell)"
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return "\n".join(lines + records.table(head, rows))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -251,15 +251,13 @@ def markdown(record: dict[str, Any]) -> str:
         f"epochs, {memory}, seed {record['seed']}, {record['backbone']}, "
         f"{record['threads']} thread(s); each phase's share of the wall time:",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
     ]
+    rows = []
     for r in runs:
         ratio = f"{r['wall_s'] / base:.2f}" if base else "-"
         shares = [f"{100 * r['seconds'][p] / r['wall_s']:.1f}%" for p in PHASES]
-        cells = [r["method"], f"{r['wall_s']:.1f}", ratio, *shares]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([r["method"], f"{r['wall_s']:.1f}", ratio, *shares])
+    return "\n".join(lines + records.table(head, rows))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,3 +48,17 @@ def write(record: dict[str, Any], out: str | Path) -> Path:
     path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     print(f"\nwrote {path}")
     return path
+
+
+def table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table.
+
+    Example:
+        >>> for line in table(["a", "b"], [["1", "2"]]):
+        ...     print(line)
+        | a | b |
+        |---|---|
+        | 1 | 2 |
+    """
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(row) + " |" for row in rows)]
