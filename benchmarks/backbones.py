@@ -19,6 +19,8 @@ import torch
 from avalanche.models import IncrementalClassifier
 from torch import nn
 
+from benchmarks.max_pool import MaxPool2x2
+
 __all__ = ["FEATURE_STAGES", "Backbone", "make_backbone"]
 
 #: The three stage outputs, as dotted module names of a :class:`Backbone`.
@@ -36,7 +38,7 @@ def _conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
         nn.ReLU(inplace=True),
     ]
     if pool:
-        layers.append(nn.MaxPool2d(2))
+        layers.append(MaxPool2x2())  # nn.MaxPool2d(2), ~10x faster without gradients
     return nn.Sequential(*layers)
 
 
