@@ -41,13 +41,23 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 51
     return hits / len(x)
 
 
+#: ``--schedule`` choices: the learning rate held, or annealed to 0 over the run's epochs
+#: (``CosineAnnealingLR(T_max=epochs)``, stepped after each epoch).
+SCHEDULES = ("constant", "cosine")
+
+
 def train_jointly(setting: Setting, data: tuple[torch.Tensor, ...], epochs: int,
-                  seed: int) -> list[float]:
-    """Test accuracy after each of ``epochs`` epochs of joint training from seed ``seed``."""
+                  seed: int, schedule: str = "constant") -> list[float]:
+    """Test accuracy after each of ``epochs`` epochs of joint training from seed ``seed``,
+    with the learning rate of ``schedule`` (:data:`SCHEDULES`)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Expected a schedule in {SCHEDULES}, but got {schedule!r}")
     x, y, test_x, test_y = data
     seed_everything(seed)
     model = setting.model("fixed")
     optimizer = setting.optimizer(model)
+    annealing = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+                 if schedule == "cosine" else None)
     loss = nn.CrossEntropyLoss()
     order = torch.Generator().manual_seed(seed)
     curve = []
@@ -57,6 +67,8 @@ def train_jointly(setting: Setting, data: tuple[torch.Tensor, ...], epochs: int,
             optimizer.zero_grad()
             loss(model(x[idx]), y[idx]).backward()
             optimizer.step()
+        if annealing is not None:
+            annealing.step()
         curve.append(accuracy(model, test_x, test_y))
     return curve
 
@@ -89,15 +101,58 @@ def plateau_epoch(curve: list[float], tolerance: float) -> int:
     return first + 1
 
 
+def shortest_within(record: dict[str, Any]) -> int | None:
+    """Of a multi-length record (``--epochs E1 E2 ...``), the fewest epochs whose final
+    accuracy, averaged over the seeds, is within the tolerance of the longest run's.
+
+    Example:
+        >>> finals = ((2, 0.80), (4, 0.845), (8, 0.85))
+        >>> runs = [dict(seed=0, epochs=e, accuracy=[a]) for e, a in finals]
+        >>> shortest_within(dict(runs=runs, tolerance=0.01))
+        4
+    """
+    lengths = sorted({r["epochs"] for r in record["runs"]})
+    finals = {e: [r["accuracy"][-1] for r in record["runs"] if r["epochs"] == e] for e in lengths}
+    means = {e: sum(v) / len(v) for e, v in finals.items()}
+    best = means[lengths[-1]]
+    return next((e for e in lengths if means[e] >= best - record["tolerance"]), None)
+
+
+def _lengths_markdown(record: dict[str, Any]) -> str:
+    lengths = sorted({r["epochs"] for r in record["runs"]})
+    final = {(r["seed"], r["epochs"]): r["accuracy"][-1] for r in record["runs"]}
+    rows = [[str(s), *(f"{final[s, e]:.3f}" for e in lengths)] for s in record["seeds"]]
+    rows.append(["mean", *(f"{sum(final[s, e] for s in record['seeds']) / len(record['seeds']):.3f}"
+                           for e in lengths)])
+    lines = [
+        f"Joint training on Split Fashion-MNIST's {record['train_images_per_class']} training "
+        f"images per class (test: {record['test_images_per_class']} per class), "
+        f"{record['backbone']}, SGD lr {record['lr']} annealed to 0 over each run "
+        f"({record['schedule']}), batch {record['batch_size']}: final test accuracy of runs "
+        "of each length,",
+        "",
+        *records.table(["seed", *(f"{e} epochs" for e in lengths)], rows),
+        "",
+        f"The fewest epochs within {record['tolerance']} of the {lengths[-1]}-epoch runs' "
+        f"mean: **{shortest_within(record)}**.",
+    ]
+    return "\n".join(lines)
+
+
 def markdown(record: dict[str, Any]) -> str:
-    """The record's table: per seed, the accuracy at a few epochs, the plateau and its epoch."""
+    """The record's table: per seed, the accuracy at a few epochs, the plateau and its
+    epoch; for runs of several lengths (``--epochs E1 E2 ...``), each length's final
+    accuracy and the fewest epochs within the tolerance of the longest."""
+    if len({r.get("epochs", record["epochs"]) for r in record["runs"]}) > 1:
+        return _lengths_markdown(record)
     shown = sorted({e for e in (1, 2, 4, 5, 8, 10, 15, 20, 30, 40) if e <= record["epochs"]}
                    | {record["epochs"]})
     head = ["seed", *(f"epoch {e}" for e in shown), "plateau", "within tol. from epoch"]
     lines = [
         f"Joint training on Split Fashion-MNIST's {record['train_images_per_class']} training "
         f"images per class (test: {record['test_images_per_class']} per class), "
-        f"{record['backbone']}, SGD lr {record['lr']}, batch {record['batch_size']}; "
+        f"{record['backbone']}, SGD lr {record['lr']} ({record.get('schedule', 'constant')}), "
+        f"batch {record['batch_size']}; "
         f"tolerance {record['tolerance']}:",
         "",
     ]
@@ -118,7 +173,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--root", default="data", help="dataset root holding FashionMNIST/raw/")
     p.add_argument("--train-per-class", type=int, default=1000)
     p.add_argument("--test-per-class", type=int, default=500)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, nargs="+", default=[30],
+                   help="epochs of each run; several: one run per length and seed")
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--backbone", default="cnn")
     p.add_argument("--width", type=int, default=32)
@@ -134,16 +191,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       lr=args.lr)
     record = records.header("joint_plateau", argv)
     record.update(train_images_per_class=args.train_per_class,
-                  test_images_per_class=args.test_per_class, epochs=args.epochs,
+                  test_images_per_class=args.test_per_class, epochs=max(args.epochs),
+                  lengths=args.epochs, schedule=args.schedule,
                   seeds=args.seeds, backbone=args.backbone, width=args.width,
                   batch_size=args.batch_size, lr=args.lr, tolerance=args.tolerance,
                   threads=torch.get_num_threads(), torch=torch.__version__, runs=[])
     for seed in args.seeds:
-        start = time.perf_counter()
-        curve = train_jointly(setting, (x, y, test_x, test_y), args.epochs, seed)
-        record["runs"].append(dict(seed=seed, accuracy=curve, seconds=time.perf_counter() - start,
-                                   plateau_epoch=plateau_epoch(curve, args.tolerance)))
-        print(f"seed {seed}: {[round(a, 3) for a in curve]}", flush=True)
+        for epochs in args.epochs:
+            start = time.perf_counter()
+            curve = train_jointly(setting, (x, y, test_x, test_y), epochs, seed, args.schedule)
+            record["runs"].append(dict(seed=seed, epochs=epochs, accuracy=curve,
+                                       seconds=time.perf_counter() - start,
+                                       plateau_epoch=plateau_epoch(curve, args.tolerance)))
+            print(f"seed {seed}, {epochs} epochs: {[round(a, 3) for a in curve]}", flush=True)
     print(markdown(record))
     if args.out:
         records.write(record, args.out)

@@ -29,3 +29,19 @@ def test_same_seed_same_curve(fmnist_root):
             "--epochs", "2", "--seeds", "3", "--width", "4", "--batch-size", "16"]
     assert joint_plateau.main(args)["runs"][0]["accuracy"] == \
         joint_plateau.main(args)["runs"][0]["accuracy"]
+
+
+def test_runs_of_several_lengths_with_the_rate_annealed(fmnist_root, tmp_path, rendered):
+    out = tmp_path / "out"
+    record = joint_plateau.main(["--root", str(fmnist_root), "--train-per-class", "12",
+                                 "--test-per-class", "6", "--epochs", "1", "3", "--seeds", "0",
+                                 "1", "--schedule", "cosine", "--width", "4", "--batch-size",
+                                 "16", "--out", str(out)])
+    assert [(r["seed"], r["epochs"]) for r in record["runs"]] == [(0, 1), (0, 3), (1, 1), (1, 3)]
+    assert [len(r["accuracy"]) for r in record["runs"]] == [1, 3, 1, 3]
+    # the rate falls after each epoch: both runs of a seed train their first epoch alike
+    assert record["runs"][1]["accuracy"][0] == record["runs"][0]["accuracy"][0]
+    assert joint_plateau.shortest_within(record) in (1, 3)
+    saved, page = rendered(out)
+    assert page == joint_plateau.markdown(record) and "| mean |" in page
+    assert "fewest epochs within 0.01 of the 3-epoch runs' mean" in page
