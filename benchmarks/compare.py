@@ -118,6 +118,9 @@ METHODS = tuple(REGISTRY)
 #: ``--class-order`` choices (:func:`class_order`).
 CLASS_ORDERS = ("fixed", "permuted")
 
+#: ``--lr-schedule`` choices (:func:`lr_schedule_plugins`).
+LR_SCHEDULES = ("constant", "cosine")
+
 #: Exemplar counts of :func:`default_total_memory`'s budgets (each plus one model).
 DEFAULT_MEMORY_EXEMPLARS = (200, 1000, 2000)
 
@@ -288,6 +291,22 @@ def setting_for(cfg: argparse.Namespace, benchmark, loggers: list | None = None)
     )
 
 
+def lr_schedule_plugins(kind: str, strategy: Any, epochs: int) -> list[Any]:
+    """The plugins that give ``strategy``'s optimiser the learning rate of ``kind``
+    within each experience: none for ``"constant"``; for ``"cosine"``, Avalanche's
+    ``LRSchedulerPlugin`` with ``CosineAnnealingLR(T_max=epochs)`` stepped after each
+    epoch, the rate and the schedule reset after each experience (every method alike;
+    BiC's bias correction keeps its own optimiser and schedule)."""
+    if kind == "constant":
+        return []
+    if kind == "cosine":
+        from avalanche.training.plugins import LRSchedulerPlugin
+
+        annealing = torch.optim.lr_scheduler.CosineAnnealingLR(strategy.optimizer, T_max=epochs)
+        return [LRSchedulerPlugin(annealing, reset_scheduler=True, reset_lr=True)]
+    raise ValueError(f"Expected a learning-rate schedule in {LR_SCHEDULES}, but got {kind!r}")
+
+
 def _plan(method: str, budget: int, setting: Setting, options: dict[str, Any] | None,
           total_memory: int | None) -> tuple[int | None, int]:
     """(exemplars, predicted fixed bytes) of a run: ``budget`` exemplars, or what
@@ -378,7 +397,8 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         setting = setting_for(cfg, benchmark, loggers=[wandb_logger])
     seed_everything(seed)  # again: nothing before the strategy (a W&B run id) may shift its draws
     strategy = REGISTRY[method].build(n_exemplars, setting, options)
-    strategy.plugins.extend(plugins)
+    schedule = getattr(cfg, "lr_schedule", "constant")
+    strategy.plugins.extend([*lr_schedule_plugins(schedule, strategy, cfg.epochs), *plugins])
     sizes = [len(e.dataset) for e in benchmark.test_stream]
     matrix: list[list[float | None]] = []
     start = time.perf_counter()
@@ -420,6 +440,7 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
         train_images_per_class=cfg.train_per_class,
         test_images_per_class=cfg.test_per_class,
         epochs=cfg.epochs,
+        lr_schedule=schedule,
         stored_bytes=stored,
         stored_total=sum(stored.values()),
         snapshot_bytes=stored["models"] + stored["snapshots"],
@@ -962,6 +983,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int)
     run.add_argument("--batch-size", type=int)
     run.add_argument("--lr", type=float)
+    run.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                     help="the rate within each experience: constant (default) or cosine "
+                          "(annealed to 0 over the experience's epochs)")
     run.add_argument("--weight-decay", type=float, default=5e-4)
     run.add_argument("--temperature", type=float, default=2.0)
     run.add_argument("--device", default="cpu")
@@ -987,6 +1011,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                 setattr(cfg, key, copy.deepcopy(value))
         if cfg.class_order is None:  # neither given nor set by the preset (the loop above)
             cfg.class_order = "fixed"
+        if cfg.lr_schedule is None:
+            cfg.lr_schedule = "constant"
         if cfg.train_per_class is None and cfg.preset != "gpu":
             cfg.train_per_class = PRESETS[cfg.preset]["train_per_class"]
         if cfg.total_memory == []:

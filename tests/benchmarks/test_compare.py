@@ -313,3 +313,28 @@ def test_report_reads_records_without_the_new_fields(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "**headline, stream 5x2, fixed class order**" in table
     assert "| replay | 200 | 1 | 0.800 | 0.700 |" in table and (tmp_path / "results.png").exists()
+
+
+@pytest.mark.parametrize("method", ["replay", "m2kd", "bic"])
+def test_cosine_schedule_anneals_each_experience_and_starts_again(fmnist_root, method):
+    from avalanche.core import SupervisedPlugin
+
+    class Rates(SupervisedPlugin):
+        seen: list[float] = []
+
+        def before_training_epoch(self, strategy, *args, **kwargs):
+            self.seen.append(strategy.optimizer.param_groups[0]["lr"])
+
+    rates = {}
+    for schedule in ("constant", "cosine"):
+        cfg = compare.parse(["run", "--root", str(fmnist_root), "--lr-schedule", schedule,
+                             *TINY[:2], "--epochs", "2", *TINY[6:]])
+        recorder = Rates()
+        recorder.seen = []
+        record = compare.run_one(method, 10, "2x5", 0, cfg, plugins=(recorder,))
+        assert record["lr_schedule"] == schedule
+        rates[schedule] = recorder.seen
+    assert rates["constant"] == [0.05] * 4
+    assert rates["cosine"] == pytest.approx([0.05, 0.025, 0.05, 0.025])  # T_max = 2 epochs
+    with pytest.raises(ValueError, match="learning-rate schedule"):
+        compare.lr_schedule_plugins("step", None, 2)
