@@ -70,8 +70,8 @@ from torch.func import functional_call, stack_module_state, vmap
 from avalanche_m2kd.features import FeatureCapture
 from avalanche_m2kd.options import check_choice
 
-if TYPE_CHECKING:  # snapshots imports this module lazily; no cycle at run time
-    from avalanche_m2kd.snapshots import FrozenTeacher, TeacherBatchNorm
+if TYPE_CHECKING:
+    from avalanche_m2kd.frozen_teacher import FrozenTeacher, TeacherBatchNorm
 
 __all__ = [
     "StackedTeachers",

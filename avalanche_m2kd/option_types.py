@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 
@@ -44,12 +44,10 @@ from avalanche_m2kd.options import check_bool, check_choice, check_int, check_nu
 from avalanche_m2kd.pruning import FaithfulKeep, PruneRatio, validate_prune_ratio
 from avalanche_m2kd.snapshots import SnapshotMode, TeacherBatchNorm, validate_teacher_dtype
 
-if TYPE_CHECKING:  # the plugins import this module
-    from avalanche_m2kd.plugins.snapshot_masking import ReleasedRestore
-
 __all__ = [
     "DistillationOptions",
     "OptionGroup",
+    "ReleasedRestore",
     "SnapshotOptions",
     "TeacherOptions",
     "TeacherSet",
@@ -57,6 +55,10 @@ __all__ = [
 ]
 
 TeacherSet = Literal["all", "last"]
+ReleasedRestore = Literal["next_experience", "end_of_experience"]
+"""When nested training gives the weights released by pruning their trained values back:
+right after the snapshot is recorded (``"end_of_experience"``, the default) or at the
+start of the next experience (see :class:`SnapshotOptions`)."""
 _Group = TypeVar("_Group", bound="OptionGroup")
 
 
@@ -169,8 +171,6 @@ class SnapshotOptions(OptionGroup):
     recalibrate_bn: bool = True
 
     def __post_init__(self) -> None:
-        from avalanche_m2kd.plugins.snapshot_masking import ReleasedRestore
-
         check_choice(self.snapshot_mode, SnapshotMode, "snapshot_mode")
         if self.prune_ratio is not None:
             validate_prune_ratio(self.prune_ratio)

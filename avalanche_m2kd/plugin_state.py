@@ -5,7 +5,9 @@ that keep state between experiences but have no such methods (``LRSchedulerPlugi
 ``EarlyStoppingPlugin``) are saved through the table of their attributes in
 :mod:`avalanche_m2kd._avalanche`, and their options compared on resume. Any other plugin
 holding tensors, modules, datasets or objects with a ``state_dict`` is refused: its state
-would be lost on resume without a word. Used by :mod:`avalanche_m2kd.checkpoint`.
+would be lost on resume without a word. On resume, the plugins must be those saved
+(:func:`matching_plugins`) and the stream the one the saved snapshots were recorded on
+(:func:`check_stream`). Used by :mod:`avalanche_m2kd.checkpoint`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from torch.utils.data import Dataset
 
 from avalanche_m2kd._avalanche import MEAN_FIELDS, PLUGIN_FIELDS, PluginFields
 from avalanche_m2kd._avalanche import criterion as criterion_of
+from avalanche_m2kd.checkpoint_format import CheckpointMismatchError
+from avalanche_m2kd.stream import experience_classes
 
 __all__ = [
     "avalanche_plugin_mismatch",
+    "check_stream",
     "has_state_dict",
     "load_plugin_state",
+    "matching_plugins",
     "plugin_state",
     "stateful_plugins",
 ]
@@ -81,6 +87,51 @@ def load_plugin_state(plugin: Any, state: Any, datasets: list[Any]) -> None:
         plugin.load_state_dict(state, datasets)
     else:
         plugin.load_state_dict(state)
+
+
+def matching_plugins(strategy: Any, saved: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``(key, plugin)`` of the plugins to restore from ``saved``, the checkpoint's
+    plugin states, in strategy order.
+
+    Raises:
+        CheckpointMismatchError: the strategy has other plugins than those saved, or
+            in another order, or Avalanche plugins built with other options.
+    """
+    plugins = stateful_plugins(strategy)
+    keys = [k for k, _ in plugins]
+    if keys != list(saved):
+        raise CheckpointMismatchError(
+            f"The checkpoint holds the state of plugins {list(saved)}, this strategy has "
+            f"{keys}: build the strategy with the plugins of the original run, in order"
+        )
+    mismatch = avalanche_plugin_mismatch(plugins, saved)
+    if mismatch is not None:
+        raise CheckpointMismatchError(mismatch)
+    return plugins
+
+
+def check_stream(saved: dict[str, Any], experiences: list[Any]) -> None:
+    """The stream's classes must be those the saved snapshots were recorded on.
+
+    Args:
+        saved: the checkpoint's plugin states.
+        experiences: the experiences trained before the checkpoint was saved.
+
+    Raises:
+        CheckpointMismatchError: a saved snapshot store recorded other classes.
+    """
+    given = [experience_classes(exp) for exp in experiences]
+    for state in saved.values():
+        store = state.get("store") if isinstance(state, dict) else None
+        if not isinstance(store, dict) or "classes" not in store:
+            continue
+        recorded = [sorted(int(c) for c in classes) for classes in store["classes"]]
+        if given != recorded:
+            raise CheckpointMismatchError(
+                f"The checkpoint's snapshots were trained on classes {recorded}, the given "
+                f"stream's first experiences have {given}: resume with the stream (and class "
+                "order / seed) of the original run"
+            )
 
 
 def _unsaved_state(strategy: Any, plugin: Any, names: list[str]) -> str | None:

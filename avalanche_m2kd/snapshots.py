@@ -20,18 +20,16 @@ plus a little plain-Python metadata.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from avalanche_m2kd.batched_teachers import TeacherBatching, TeacherStacks
 from avalanche_m2kd.features import find_head
 from avalanche_m2kd.frozen_teacher import FrozenTeacher, TeacherBatchNorm
 from avalanche_m2kd.frozen_teacher import validate_teacher_dtype as validate_teacher_dtype
 from avalanche_m2kd.storage import NestedStorage, SnapshotMode, SnapshotStorage, make_storage
-
-if TYPE_CHECKING:  # batched_teachers imports this module's names for its types
-    from avalanche_m2kd.batched_teachers import TeacherBatching
 
 # FrozenTeacher, TeacherBatchNorm, validate_teacher_dtype (avalanche_m2kd.frozen_teacher)
 # and SnapshotMode (avalanche_m2kd.storage) are importable from here too, as before.
@@ -315,8 +313,6 @@ class SnapshotStore:
         """
         todo = [k for k in dict.fromkeys(ids) if not self._ran_this_step(k, x, batch_norm, dtype)]
         if batching != "loop" and self._cache_teachers and len(todo) > 1:
-            from avalanche_m2kd.batched_teachers import TeacherStacks  # it imports this module
-
             if self._stacks is None:
                 self._stacks = TeacherStacks()
             teachers = [self.teacher(k) for k in range(len(self))]

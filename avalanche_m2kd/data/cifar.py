@@ -320,30 +320,11 @@ def split_cifar100(
     """
     from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
 
-    if (train_dataset is None) != (test_dataset is None):
-        raise ValueError("Expected both `train_dataset` and `test_dataset`, or neither")
-    if isinstance(n_experiences, bool) or not isinstance(n_experiences, int) or n_experiences < 1:
-        raise ValueError(
-            f"Expected argument `n_experiences` to be an int >= 1, but got {n_experiences!r}"
-        )
-    if max_train_per_class is not None and (
-        isinstance(max_train_per_class, bool)
-        or not isinstance(max_train_per_class, int)
-        or max_train_per_class < 1
-    ):
-        raise ValueError(
-            "Expected argument `max_train_per_class` to be an int >= 1, "
-            f"but got {max_train_per_class!r}"
-        )
-
-    if train_dataset is None:
-        order = cifar100_class_order(class_order)
-        per_exp_classes = _per_exp_classes(len(order), n_experiences, first_exp_classes)
+    _split_arg_validation(n_experiences, max_train_per_class, train_dataset, test_dataset)
+    order = _benchmark_order(train_dataset, class_order)
+    per_exp_classes = _per_exp_classes(len(order), n_experiences, first_exp_classes)
+    if train_dataset is None:  # the order and split are checked before any download
         train_dataset, test_dataset = load_cifar100(dataset_root, download=download)
-    else:
-        present = sorted(set(_targets(train_dataset)))
-        order = _order_for(present, class_order)
-        per_exp_classes = _per_exp_classes(len(order), n_experiences, first_exp_classes)
     if max_train_per_class is not None:
         train_dataset = ClassSubset(train_dataset, max_train_per_class)
 
@@ -359,6 +340,35 @@ def split_cifar100(
         train_transform=train_transform,
         eval_transform=eval_transform,
     )
+
+
+def _split_arg_validation(
+    n_experiences: int,
+    max_train_per_class: int | None,
+    train_dataset: Dataset | None,
+    test_dataset: Dataset | None,
+) -> None:
+    """The checks of :func:`split_cifar100`'s arguments that need no class order."""
+    if (train_dataset is None) != (test_dataset is None):
+        raise ValueError("Expected both `train_dataset` and `test_dataset`, or neither")
+    _int_at_least_1("n_experiences", n_experiences)
+    if max_train_per_class is not None:
+        _int_at_least_1("max_train_per_class", max_train_per_class)
+
+
+def _int_at_least_1(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Expected argument `{name}` to be an int >= 1, but got {value!r}")
+
+
+def _benchmark_order(
+    train_dataset: Dataset | None, class_order: str | Sequence[int]
+) -> tuple[int, ...]:
+    """The benchmark's class order: over CIFAR-100's classes, or restricted to those of
+    an injected ``train_dataset``."""
+    if train_dataset is None:
+        return cifar100_class_order(class_order)
+    return _order_for(sorted(set(_targets(train_dataset))), class_order)
 
 
 def _order_for(present: list[int], class_order: str | Sequence[int]) -> tuple[int, ...]:

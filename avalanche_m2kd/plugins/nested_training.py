@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -10,6 +10,7 @@ from avalanche.training.plugins import SupervisedPlugin
 
 from avalanche_m2kd.batchnorm import batch_norm_layers, recalibrate_batch_norm, running_stats
 from avalanche_m2kd.keep_search import smallest_faithful_keep
+from avalanche_m2kd.option_types import ReleasedRestore
 from avalanche_m2kd.options import check_choice
 from avalanche_m2kd.pruning import FaithfulKeep, PruneRatio, keep_fraction, validate_prune_ratio
 from avalanche_m2kd.rng import preserved_rng
@@ -18,8 +19,6 @@ from avalanche_m2kd.storage import NestedStorage
 from avalanche_m2kd.stream import experience_classes, stream_length
 
 __all__ = ["NestedTrainingPlugin", "ReleasedRestore", "check_nested_options"]
-
-ReleasedRestore = Literal["next_experience", "end_of_experience"]
 
 
 def check_nested_options(
