@@ -239,6 +239,21 @@ def test_default_total_memory_is_exemplars_plus_one_model():
     assert memory.total_memory == [200 * 784 + model, 500 * 784 + model, 1000 * 784 + model]
 
 
+def test_evidence_preset_is_the_issue_regime():
+    cfg = compare.parse(["run", "--preset", "evidence", "--total-memory"])
+    model = compare.backbone_bytes(cfg)
+    assert (cfg.train_per_class, cfg.test_per_class, cfg.epochs) == (1000, 500, 8)
+    assert cfg.lr_schedule == "cosine" and cfg.class_order == "permuted"
+    assert cfg.streams == ["5x2", "2+1", "5+1"] and cfg.seeds == [0, 1, 2, 3, 4]
+    # 1%, 3% and 5% of the 10,000 training images, plus one model
+    assert cfg.total_memory == [100 * 784 + model, 300 * 784 + model, 500 * 784 + model]
+    assert cfg.methods == ["m2kd", "replay-la-0.75", "er-ace", "der", "bic"]
+    assert set(cfg.methods) <= set(compare.METHODS)
+    # an explicit option wins over the preset; other presets keep every method
+    assert compare.parse(["run", "--preset", "evidence", "--methods", "m2kd"]).methods == ["m2kd"]
+    assert compare.parse(["run"]).methods == list(compare.METHODS)
+
+
 def test_ablation_variants_at_equal_total_memory(fmnist_root, tmp_path):
     out = tmp_path / "out"
     total = 20 * 784 + compare.backbone_bytes(compare.parse(["run"] + TINY))
