@@ -67,6 +67,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from avalanche_m2kd._torch import clear_hooks
 from avalanche_m2kd.features import FeatureCapture
 from avalanche_m2kd.options import check_choice
 
@@ -123,14 +124,6 @@ def _float32(t: Tensor) -> Tensor:
     return t.float() if t.is_floating_point() and t.dtype != torch.float32 else t
 
 
-def _clear_hooks(module: nn.Module) -> None:
-    for m in module.modules():
-        for hooks in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks,
-                      m._forward_hooks_with_kwargs, m._forward_hooks_always_called,
-                      m._forward_pre_hooks_with_kwargs):
-            hooks.clear()
-
-
 class StackedTeachers:
     """Teachers of one architecture as one vmapped forward.
 
@@ -168,7 +161,7 @@ class StackedTeachers:
         self.size = len(modules)
         self._teachers = [weakref.ref(t) for t in teachers]
         template = copy.deepcopy(modules[0])
-        _clear_hooks(template)  # the teacher's own capture hooks must not fire here
+        clear_hooks(template)  # the teacher's own capture hooks must not fire here
         self.template = template.to("meta")  # shapes only: the stack supplies every tensor
         self.specs = list(feature_specs)
         self._capture = FeatureCapture(self.template, self.specs).attach() if self.specs else None

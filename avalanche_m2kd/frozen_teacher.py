@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from avalanche_m2kd._torch import clear_hooks
 from avalanche_m2kd.features import FeatureCapture
 
 __all__ = ["FrozenTeacher", "TeacherBatchNorm", "validate_teacher_dtype"]
@@ -63,13 +64,14 @@ def _set_tensor(module: nn.Module, name: str, value: Tensor) -> None:
     """
     owner_name, _, attr = name.rpartition(".")
     owner = module.get_submodule(owner_name)
-    if attr in owner._parameters:
-        old_param = owner._parameters[attr]
-        value = value.to(old_param.device) if old_param is not None else value
-        owner._parameters[attr] = nn.Parameter(value, requires_grad=False)
-    elif attr in owner._buffers:
-        old_buffer = owner._buffers[attr]
-        owner._buffers[attr] = value.to(old_buffer.device) if old_buffer is not None else value
+    params = dict(owner.named_parameters(recurse=False))
+    buffers = dict(owner.named_buffers(recurse=False))
+    # nn.Module.__setattr__ replaces a registered parameter (given a Parameter) or
+    # buffer (given a tensor) in place, keeping a buffer's persistence
+    if attr in params:
+        setattr(owner, attr, nn.Parameter(value.to(params[attr].device), requires_grad=False))
+    elif attr in buffers:
+        setattr(owner, attr, value.to(buffers[attr].device))
     else:
         raise KeyError(f"{name!r} is neither a parameter nor a buffer of the model")
 
@@ -99,10 +101,7 @@ def _shell(model: nn.Module, replaced: Iterable[str]) -> nn.Module:
         if n in params
     }
     module = copy.deepcopy(model, memo)
-    for m in module.modules():  # the student's hooks must not fire in a teacher
-        m._forward_hooks.clear()
-        m._forward_pre_hooks.clear()
-        m._backward_hooks.clear()
+    clear_hooks(module)  # the student's hooks must not fire in a teacher
     for p in module.parameters():
         p.grad = None
     return module

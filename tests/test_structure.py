@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # leaves: validation, maths, Avalanche internals, storage, data, files
     (
         "_avalanche",
+        "_torch",
         "options",
         "losses",
         "pruning",
