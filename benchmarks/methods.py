@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from avalanche.benchmarks.utils import concat_datasets
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training import DER as _DER
 from avalanche.training import ER_ACE as _ER_ACE
@@ -577,18 +578,40 @@ class _BiCPlugin(_bic_module.BiCPlugin):
       softmax over ``dim=0``, the mini-batch, at a fixed ``/ 2``; ``"avalanche"``
       keeps that.
 
+    And one choice: ``sampling="replay"`` (default) keeps Avalanche's loader, half of
+    each mini-batch from the new data and half from the memory (the harness's shared
+    setting); ``"union"`` draws mini-batches of twice the size uniformly from the new
+    data and the memory together, as BiC's paper trains.
+
     Args:
         distillation: ``"paper"`` or ``"avalanche"``.
+        sampling: ``"replay"`` or ``"union"``.
         *args, **kwargs: ``BiCPlugin``'s.
     """
 
-    def __init__(self, *args, distillation: str = "paper", **kwargs) -> None:  # noqa: D107
+    def __init__(  # noqa: D107
+        self, *args, distillation: str = "paper", sampling: str = "replay", **kwargs
+    ) -> None:
         if distillation not in ("paper", "avalanche"):
             raise ValueError(
                 f"Expected `distillation` to be 'paper' or 'avalanche', but got {distillation!r}"
             )
+        if sampling not in ("replay", "union"):
+            raise ValueError(
+                f"Expected `sampling` to be 'replay' or 'union', but got {sampling!r}"
+            )
         super().__init__(*args, **kwargs)
         self.distillation = distillation
+        self.sampling = sampling
+
+    def before_training_exp(self, strategy, num_workers: int = 0, shuffle: bool = True, **kwargs):  # noqa: D102
+        super().before_training_exp(strategy, num_workers=num_workers, shuffle=shuffle, **kwargs)
+        if self.sampling == "union" and len(self.storage_policy.buffer) > 0:
+            union = concat_datasets([strategy.adapted_dataset, self.storage_policy.buffer])
+            strategy.dataloader = torch.utils.data.DataLoader(
+                union, batch_size=2 * strategy.train_mb_size, shuffle=shuffle,
+                num_workers=num_workers, collate_fn=getattr(union, "collate_fn", None),
+            )
 
     def bias_correction_step(self, *args, **kwargs):  # noqa: D102
         with _bic_scheduler_without_verbose():
@@ -616,6 +639,7 @@ class BiCMethod(Method):
             Avalanche's defaults (FACIL's): 0.1, 2, 200, -1 (``n_old / n_all``, the
             paper's), 0.1.
         distillation: ``"paper"`` (default) or ``"avalanche"`` (see :class:`_BiCPlugin`).
+        sampling: ``"replay"`` (default) or ``"union"`` (see :class:`_BiCPlugin`).
     """
 
     exemplars = "required"
@@ -629,6 +653,7 @@ class BiCMethod(Method):
         lamb: float = -1,
         lr: float = 0.1,
         distillation: str = "paper",
+        sampling: str = "replay",
     ) -> None:
         super().__init__(
             name,
@@ -638,6 +663,7 @@ class BiCMethod(Method):
             lamb=lamb,
             lr=lr,
             distillation=distillation,
+            sampling=sampling,
         )
 
     def build(self, n_exemplars, setting, options=None):  # noqa: D102
