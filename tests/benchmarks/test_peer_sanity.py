@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from avalanche.training.plugins import SupervisedPlugin
 
 from avalanche_m2kd.data.digits import split_digits
+from avalanche_m2kd.metrics import experience_accuracies, old_new_accuracy
 from benchmarks.methods import METHODS, Setting, seed_everything
 
 
@@ -42,24 +44,12 @@ def _final(method: str, n_exemplars: int, seed: int, options: dict | None = None
     strategy = METHODS[method].build(n_exemplars, setting, options)
     for exp in scenario.train_stream:
         strategy.train(exp, num_workers=0)
-    correct = {True: [0, 0], False: [0, 0]}  # is_new: [right, total]
-    new = set(structure[-1])
-    model = strategy.model.eval()
-    with torch.no_grad():
-        for exp in scenario.test_stream:
-            xs = torch.stack([exp.dataset[i][0] for i in range(len(exp.dataset))])
-            ys = torch.tensor([int(exp.dataset[i][1]) for i in range(len(exp.dataset))])
-            out = model(xs)
-            for plugin in strategy.plugins:  # BiC corrects its outputs at evaluation
-                if hasattr(plugin, "bias_forward"):
-                    out = plugin.bias_forward(out)
-            preds = out.argmax(1)
-            for y, p in zip(ys.tolist(), preds.tolist(), strict=True):
-                correct[y in new][0] += int(y == p)
-                correct[y in new][1] += 1
-    old_acc = correct[False][0] / correct[False][1]
-    new_acc = correct[True][0] / correct[True][1]
-    total = (correct[False][0] + correct[True][0]) / (correct[False][1] + correct[True][1])
+    # evaluated through the strategy: BiC's bias layer corrects its outputs there
+    accs = experience_accuracies(strategy.eval(scenario.test_stream, num_workers=0))
+    sizes = [len(exp.dataset) for exp in scenario.test_stream]
+    last = len(sizes) - 1
+    old_acc, new_acc = old_new_accuracy(accs, sizes, last)
+    total = sum(accs[k] * n for k, n in enumerate(sizes)) / sum(sizes)
     return total, old_acc, new_acc
 
 
@@ -84,3 +74,30 @@ def test_bic_correction_moves_predictions_from_new_to_old_classes(bic_runs, seed
 def test_more_memory_does_not_lower_final_accuracy(method):
     small, large = _final(method, 20, 0)[0], _final(method, 100, 0)[0]
     assert large >= small - 0.02, (small, large)
+
+
+def test_bic_union_sampling_draws_from_new_data_and_memory_together():
+    scenario = _stream(0)
+    structure = tuple(
+        tuple(sorted(int(c) for c in exp.classes_in_this_experience))
+        for exp in scenario.train_stream
+    )
+    setting = Setting(n_classes=10, experience_classes=structure, image_shape=(1, 8, 8),
+                      width=4, batch_size=16, epochs=1)
+    strategy = METHODS["bic"].build(30, setting, {"sampling": "union", "stage_2_epochs": 1})
+    seen: list = []  # (loader, its dataset's expected length) of each training epoch
+
+    class Loaders(SupervisedPlugin):
+        def before_training_epoch(self, strategy, **kwargs):
+            buffer = strategy.plugins[0].storage_policy.buffer
+            seen.append((strategy.dataloader, len(strategy.adapted_dataset) + len(buffer)))
+
+    strategy.plugins.append(Loaders())
+    strategy.train(scenario.train_stream[0], num_workers=0)
+    strategy.train(scenario.train_stream[1], num_workers=0)
+    (_, _), (loader, expected) = seen  # the first experience has no memory yet
+    assert isinstance(loader, torch.utils.data.DataLoader)
+    assert loader.batch_size == 2 * setting.batch_size
+    assert len(loader.dataset) == expected > len(scenario.train_stream[1].dataset)
+    with pytest.raises(ValueError, match="sampling"):
+        METHODS["bic"].build(30, setting, {"sampling": "balanced"})
