@@ -33,7 +33,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import inspect
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
@@ -47,11 +49,14 @@ from avalanche_m2kd.snapshots import SnapshotMode, TeacherBatchNorm, validate_te
 __all__ = [
     "DistillationOptions",
     "OptionGroup",
+    "PLUGIN_TEACHER_OPTIONS",
     "ReleasedRestore",
     "SnapshotOptions",
     "TeacherOptions",
     "TeacherSet",
+    "check_option_keywords",
     "m2kd_config",
+    "option_keywords",
 ]
 
 TeacherSet = Literal["all", "last"]
@@ -60,6 +65,7 @@ ReleasedRestore = Literal["next_experience", "end_of_experience"]
 right after the snapshot is recorded (``"end_of_experience"``, the default) or at the
 start of the next experience (see :class:`SnapshotOptions`)."""
 _Group = TypeVar("_Group", bound="OptionGroup")
+_Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -80,21 +86,23 @@ class OptionGroup:
         Args:
             given: the object passed as :attr:`argument`, or ``None``.
             flat: the keyword arguments (extra names are ignored).
-            default: what the flat keywords make when none is set (default ``cls()``;
-                a plugin whose keywords have other defaults passes its own).
+            default: the values of the keywords not in ``flat`` (default ``cls()``; a
+                plugin whose keywords have other defaults passes its own).
 
         Raises:
             ValueError: ``given`` is not a ``cls``, or is given together with a flat
                 keyword of the group set to another value than its default.
         """
-        made = cls(**{f.name: flat[f.name] for f in dataclasses.fields(cls) if f.name in flat})
+        default = cls() if default is None else default
+        made = dataclasses.replace(
+            default, **{f.name: flat[f.name] for f in dataclasses.fields(cls) if f.name in flat}
+        )
         if given is None:
             return made
         if not isinstance(given, cls):
             raise ValueError(
                 f"Expected argument `{cls.argument}` to be a {cls.__name__}, but got {given!r}"
             )
-        default = cls() if default is None else default
         changed = [
             f"{f.name}={getattr(made, f.name)!r}"
             for f in dataclasses.fields(cls)
@@ -246,17 +254,21 @@ class TeacherOptions(OptionGroup):
     Args:
         teacher_bn: statistics of the teachers' BatchNorm layers on the distilled
             mini-batch: ``"batch"`` (default; as the student in training mode and
-            Avalanche's ``LwF``) or ``"running"`` (the snapshot's eval mode).
+            Avalanche's ``LwF``) or ``"running"`` (the snapshot's eval mode, measured
+            lower: :doc:`/benchmarks/fashion-mnist`).
         teacher_dtype: autocast dtype of the teacher forwards: ``None`` (default,
             float32), ``torch.bfloat16`` (any device) or ``torch.float16`` (CUDA
-            only; refused on a CPU when an experience starts); teacher outputs come
-            back as float32.
+            only, its CPU kernels are slow: refused on a CPU when an experience
+            starts); teacher logits and features come back as float32, so the
+            losses stay fp32. What it saves and costs: :doc:`/benchmarks/cost`.
         cache_teachers: the snapshot store's
             :attr:`~avalanche_m2kd.snapshots.SnapshotStore.cache_teachers`: ``True``
             (default, fastest) keeps every teacher dense for the experience;
             ``False`` rebuilds and frees them inside each step (at most one dense
-            teacher at a time). ``None`` leaves the store's setting (a plugin's
-            default).
+            teacher at a time: memory against rebuild time, :doc:`/benchmarks/cost`).
+            ``None`` leaves the store's setting (a plugin's default,
+            :data:`PLUGIN_TEACHER_OPTIONS`); it is one setting of the store, for every
+            plugin on it.
         teacher_batching: how the teachers of one mini-batch run: ``"loop"``
             (default: one after the other, bit-exact nested teachers), ``"vmap"``
             (same-architecture teachers as one ``torch.func.vmap`` forward over their
@@ -281,6 +293,12 @@ class TeacherOptions(OptionGroup):
         check_teacher_batching(self.teacher_batching, self.cache_teachers)
 
 
+PLUGIN_TEACHER_OPTIONS = TeacherOptions(cache_teachers=None)
+"""The defaults of a :class:`~avalanche_m2kd.plugins.TeacherPlugin`'s teacher keywords:
+:class:`TeacherOptions`' but ``cache_teachers=None``, which leaves the store's caching as
+it is (the strategy's default keeps it on)."""
+
+
 def m2kd_config(*groups: OptionGroup, **options: Any) -> dict[str, Any]:
     """Every option as a plain value: the groups' fields, then ``options``.
 
@@ -298,3 +316,76 @@ def m2kd_config(*groups: OptionGroup, **options: Any) -> dict[str, Any]:
         config.update(group.plain())
     config.update({name: _plain(value) for name, value in options.items()})
     return config
+
+
+def option_parameters(*groups: type[OptionGroup] | OptionGroup) -> list[inspect.Parameter]:
+    """One keyword-only parameter per field of ``groups``, in their order: its name,
+    default and type read from the class, where they are written (once). A group given
+    as an object gives its values as the defaults (a plugin's own).
+
+    Example:
+        >>> print(option_parameters(TeacherOptions)[0])
+        teacher_bn: Literal['batch', 'running'] = 'batch'
+        >>> print(option_parameters(TeacherOptions)[1])
+        teacher_dtype: torch.dtype | None = None
+    """
+    params = []
+    for group in groups:
+        cls = group if isinstance(group, type) else type(group)
+        hints = typing.get_type_hints(cls)
+        params += [
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+                default=f.default if isinstance(group, type) else getattr(group, f.name),
+            )
+            for f in dataclasses.fields(cls)
+        ]
+    return params
+
+
+def option_keywords(
+    *groups: type[OptionGroup] | OptionGroup,
+) -> Callable[[_Function], _Function]:
+    """Decorate a function that takes its option keywords as ``**options``: its
+    signature (``inspect.signature``, ``help()``, the options page) lists the fields of
+    ``groups`` as keyword-only parameters before its own. ``**options`` stays last: an
+    Avalanche strategy called with positional arguments drops every keyword its
+    signature does not name, so a misspelt option must reach ``**options`` to be
+    refused. The function checks the names with :func:`check_option_keywords`.
+
+    Example:
+        >>> @option_keywords(TeacherOptions)
+        ... def plugin(store=None, **options): ...
+        >>> list(inspect.signature(plugin).parameters)
+        ['store', 'teacher_bn', 'teacher_dtype', 'cache_teachers', 'teacher_batching', 'options']
+    """
+
+    def decorate(function: _Function) -> _Function:
+        signature = inspect.signature(function)
+        own = list(signature.parameters.values())
+        first_keyword = next(
+            (i for i, p in enumerate(own) if p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD)), len(own)
+        )
+        params = own[:first_keyword] + option_parameters(*groups) + own[first_keyword:]
+        function.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        return function
+
+    return decorate
+
+
+def check_option_keywords(
+    options: Mapping[str, Any], groups: Sequence[type[OptionGroup] | OptionGroup], owner: str
+) -> None:
+    """Refuse a keyword in ``options`` that no field of ``groups`` has, as Python refuses
+    an unknown keyword (a ``TypeError`` naming ``owner``, the function's qualified name).
+
+    Example:
+        >>> check_option_keywords({"temprature": 3.0}, [DistillationOptions], "M2KDStrategy")
+        Traceback (most recent call last):
+        ...
+        TypeError: M2KDStrategy() got an unexpected keyword argument 'temprature'
+    """
+    known = {f.name for group in groups for f in dataclasses.fields(group)}  # class or object
+    for name in options:
+        if name not in known:
+            raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}")

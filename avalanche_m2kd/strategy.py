@@ -14,17 +14,16 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from torch.optim import Optimizer
 
-from avalanche_m2kd.batched_teachers import TeacherBatching
 from avalanche_m2kd.criterion import LogitAdjustedCrossEntropy
 from avalanche_m2kd.exemplars import ClassBalancedBuffer, HeadInputHerding
 from avalanche_m2kd.features import find_head, resolve_layer_specs
-from avalanche_m2kd.losses import FeatureLoss, TeacherSlice
 from avalanche_m2kd.option_types import (
     DistillationOptions,
     SnapshotOptions,
     TeacherOptions,
-    TeacherSet,
+    check_option_keywords,
     m2kd_config,
+    option_keywords,
 )
 from avalanche_m2kd.options import check_int, check_number
 from avalanche_m2kd.plugins import (
@@ -33,9 +32,8 @@ from avalanche_m2kd.plugins import (
     SeenClassesMaskingPlugin,
     SnapshotMaskingPlugin,
 )
-from avalanche_m2kd.plugins.snapshot_masking import ReleasedRestore, default_prune_ratio
-from avalanche_m2kd.pruning import PruneRatio
-from avalanche_m2kd.snapshots import SnapshotMode, SnapshotStore, TeacherBatchNorm
+from avalanche_m2kd.plugins.snapshot_masking import default_prune_ratio
+from avalanche_m2kd.snapshots import SnapshotStore
 from avalanche_m2kd.training import TrainingMixin
 
 __all__ = ["M2KDStrategy"]
@@ -124,6 +122,10 @@ class _ExemplarReplay(ReplayPlugin, supports_distributed=True):  # type: ignore[
         self.storage_policy.load_state_dict(state, datasets)
 
 
+#: The option groups whose fields are ``M2KDStrategy``'s flat keywords, in its signature's order.
+_GROUPS = (SnapshotOptions, DistillationOptions, TeacherOptions)
+
+
 class M2KDStrategy(TrainingMixin, SupervisedTemplate):
     """M2KD (Zhou et al., BMVC 2020) as an Avalanche strategy.
 
@@ -184,6 +186,10 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
             :class:`~avalanche_m2kd.option_types.TeacherOptions`, which describes them.
         snapshot_options, distillation_options, teacher_options: a group's options as
             one object, instead of its flat keywords (default ``None``: made from them).
+        **options: the flat keywords of the three groups. Their names, defaults and
+            types are the fields of the option classes, written there once; the
+            signature (``inspect.signature``, ``help()``) lists them. Any other name is a
+            ``TypeError``.
         mem_size: exemplar memory size, class-balanced with herding, an int >= 0;
             0 for exemplar-free.
         logit_adjustment: ``tau`` of the
@@ -215,6 +221,7 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
         FloatingPointError: during training, a non-finite loss (``check_finite``).
     """
 
+    @option_keywords(*_GROUPS)
     def __init__(
         self,
         model: nn.Module,
@@ -229,39 +236,22 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
         eval_every: int = -1,
         peval_mode: str = "epoch",
         *,
-        feature_layers: Sequence[str] | None = None,
         mem_size: int = 2000,
-        snapshot_mode: SnapshotMode = "nested",
-        prune_ratio: PruneRatio | None = None,
-        post_prune_epochs: int | None = None,
-        temperature: float = 2.0,
-        mm_weight: float = 1.0,
-        feat_weight: float = 0.1,
-        teacher_slice: TeacherSlice = "own",
-        teachers: TeacherSet = "all",
-        feature_loss: FeatureLoss = "normalized_mse",
-        feature_teachers: TeacherSet = "last",
-        teacher_bn: TeacherBatchNorm = "batch",
         logit_adjustment: float = 0.75,
-        teacher_sample: int | None = None,
         head_name: str | None = None,
-        restore_released_at: ReleasedRestore = "end_of_experience",
-        recalibrate_bn: bool = True,
-        teacher_dtype: torch.dtype | None = None,
-        cache_teachers: bool = True,
-        teacher_batching: TeacherBatching = "loop",
         mixed_precision: torch.dtype | None = None,
         ddp_find_unused_parameters: bool = False,
         check_finite: bool = True,
         snapshot_options: SnapshotOptions | None = None,
         distillation_options: DistillationOptions | None = None,
         teacher_options: TeacherOptions | None = None,
+        **options: Any,
     ) -> None:
-        arguments = dict(locals())  # every argument by name: each option group takes its own
+        check_option_keywords(options, _GROUPS, type(self).__name__)
         head_name = find_head(model, head_name)
-        snapshot = SnapshotOptions.resolve(snapshot_options, arguments)
-        distillation = DistillationOptions.resolve(distillation_options, arguments)
-        teacher = TeacherOptions.resolve(teacher_options, arguments)
+        snapshot = SnapshotOptions.resolve(snapshot_options, options)
+        distillation = DistillationOptions.resolve(distillation_options, options)
+        teacher = TeacherOptions.resolve(teacher_options, options)
         _check_training_options(train_epochs, snapshot.post_prune_epochs, device)
         check_int(mem_size, "mem_size")
         criterion = _adjusted(criterion, logit_adjustment)

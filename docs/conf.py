@@ -59,7 +59,10 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
 autodoc_class_signature = "separated"
-autodoc_preserve_defaults = True
+# Defaults are shown as values, not as source text: the flat option keywords' come from
+# the option classes (avalanche_m2kd.option_types.option_keywords), which no source line
+# of the function holds; m2kd_docs writes a function default by its name.
+autodoc_preserve_defaults = False
 autodoc_inherit_docstrings = False  # no torch / Avalanche docstring shown as ours
 python_use_unqualified_type_names = True
 

@@ -136,6 +136,28 @@ def test_every_field_is_a_keyword_of_the_strategy_with_the_same_default():
             assert params[field.name].kind is inspect.Parameter.KEYWORD_ONLY
 
 
+def test_the_strategy_writes_no_option_of_a_group_again():
+    """The flat keywords come from the classes: ``M2KDStrategy.__init__``'s own code
+    declares none of them, so a field's default, type and description live in one place."""
+    code = inspect.signature(M2KDStrategy.__init__)
+    own = inspect.unwrap(M2KDStrategy.__init__).__code__  # under Avalanche's wrapper
+    declared = set(own.co_varnames[: own.co_argcount + own.co_kwonlyargcount])
+    assert {"model", "mem_size", "teacher_options"} <= declared
+    fields = {f.name for cls in GROUPS for f in dataclasses.fields(cls)}
+    assert not declared & fields
+    assert code.parameters["teacher_dtype"].annotation == torch.dtype | None
+
+
+def test_a_misspelt_keyword_is_a_type_error_with_or_without_positional_arguments(mlp):
+    """Avalanche's wrapper drops, on a positional call, the keywords a signature does not
+    name: until 0.3 ``M2KDStrategy(model, optimizer, temprature=3.0)`` trained at T=2."""
+    with pytest.raises(TypeError, match="unexpected keyword argument.*temprature"):
+        _strategy(mlp, temprature=3.0)
+    model = mlp()
+    with pytest.raises(TypeError, match="unexpected keyword argument.*temprature"):
+        M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.1), temprature=3.0)
+
+
 @pytest.mark.parametrize(
     "cls, bad, message",
     [

@@ -474,7 +474,7 @@ def test_restore_released_at_end_of_experience_only_changes_the_model_between_ex
         assert torch.equal(value[kept], dense_state[name][kept]), name
     with pytest.raises(ValueError, match="restore_released_at"):
         M2KDStrategy(sparse.model, torch.optim.SGD(sparse.model.parameters(), lr=0.1),
-                     restore_released_at="later")  # type: ignore[arg-type]
+                     restore_released_at="later")
 
 
 def test_the_dense_model_between_experiences_gets_its_own_batchnorm_statistics(

@@ -5,18 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from avalanche_m2kd.batched_teachers import TeacherBatching
 from avalanche_m2kd.features import INPUT_SUFFIX, FeatureCapture, find_head, resolve_layer_specs
 from avalanche_m2kd.losses import FeatureLoss, multi_level_distillation_loss
-from avalanche_m2kd.option_types import DistillationOptions, TeacherOptions, TeacherSet
+from avalanche_m2kd.option_types import (
+    PLUGIN_TEACHER_OPTIONS,
+    DistillationOptions,
+    TeacherOptions,
+    TeacherSet,
+    option_keywords,
+)
 from avalanche_m2kd.options import check_choice, check_number
 from avalanche_m2kd.plugins.teachers import TeacherPlugin
-from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm
+from avalanche_m2kd.snapshots import SnapshotStore
 
 __all__ = ["MultiLevelDistillationPlugin"]
+
+#: The defaults of the distillation options this plugin takes under its own names.
+_DEFAULT = DistillationOptions()
 
 
 # Avalanche types no `__init_subclass__` keyword: mypy does not know `supports_distributed`.
@@ -42,40 +49,29 @@ class MultiLevelDistillationPlugin(TeacherPlugin, supports_distributed=True):  #
             (:func:`~avalanche_m2kd.losses.feature_distillation_loss`).
         teachers: the ``"last"`` snapshot (default, ours) or ``"all"`` (averaged).
         weight: ``lambda_feat`` >= 0 (default 0.1, ours).
-        teacher_bn: ``"batch"`` (default) or ``"running"`` BatchNorm statistics for
-            the teachers, as in :class:`MultiModelDistillationPlugin`.
-        teacher_dtype: autocast dtype of the teacher forwards (``None``: fp32), as in
-            :class:`MultiModelDistillationPlugin`.
-        cache_teachers: keep the teachers dense for the whole experience or free
-            them after each step, as in :class:`MultiModelDistillationPlugin`.
-        teacher_batching: ``"loop"`` (default), ``"vmap"`` or ``"streams"``, as in
-            :class:`MultiModelDistillationPlugin` (features are captured batched too).
         store: a shared :class:`SnapshotStore`; ``None`` keeps a private full-copy one.
         head_name: the classifier head (found if ``None``).
-        teacher_options: the four teacher options as one
-            :class:`~avalanche_m2kd.option_types.TeacherOptions`; give both plugins
-            the same one, so that a teacher they share runs once per mini-batch.
+        teacher_options, **options: how the teachers run, as one
+            :class:`~avalanche_m2kd.option_types.TeacherOptions` or as its fields
+            (keyword only), as in :class:`~avalanche_m2kd.plugins.TeacherPlugin`
+            (features are captured batched too); give both plugins the same object, so
+            that a teacher they share runs once per mini-batch.
     """
 
+    @option_keywords(PLUGIN_TEACHER_OPTIONS)
     def __init__(
         self,
-        feature_layers: Sequence[str] | None = None,
-        loss: FeatureLoss = "normalized_mse",
-        teachers: TeacherSet = "last",
-        weight: float = 0.1,
+        feature_layers: Sequence[str] | None = _DEFAULT.feature_layers,
+        loss: FeatureLoss = _DEFAULT.feature_loss,
+        teachers: TeacherSet = _DEFAULT.feature_teachers,
+        weight: float = _DEFAULT.feat_weight,
         store: SnapshotStore | None = None,
         head_name: str | None = None,
-        teacher_bn: TeacherBatchNorm = "batch",
-        teacher_dtype: torch.dtype | None = None,
-        cache_teachers: bool | None = None,
-        teacher_batching: TeacherBatching = "loop",
         *,
         teacher_options: TeacherOptions | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            store, head_name, teacher_bn, teacher_dtype, cache_teachers, teacher_batching,
-            teacher_options=teacher_options,
-        )
+        super().__init__(store, head_name, teacher_options=teacher_options, **options)
         self.loss = check_choice(loss, FeatureLoss, "loss")
         self.weight = check_number(weight, "weight")
         if feature_layers is not None and isinstance(feature_layers, str):

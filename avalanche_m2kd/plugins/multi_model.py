@@ -7,19 +7,27 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from avalanche_m2kd.batched_teachers import TeacherBatching
 from avalanche_m2kd.losses import (
     TeacherSlice,
     multi_model_distillation_loss,
     sample_teachers,
     teacher_slices,
 )
-from avalanche_m2kd.option_types import DistillationOptions, TeacherOptions, TeacherSet
+from avalanche_m2kd.option_types import (
+    PLUGIN_TEACHER_OPTIONS,
+    DistillationOptions,
+    TeacherOptions,
+    TeacherSet,
+    option_keywords,
+)
 from avalanche_m2kd.options import check_choice, check_number
 from avalanche_m2kd.plugins.teachers import TeacherPlugin
-from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm
+from avalanche_m2kd.snapshots import SnapshotStore
 
 __all__ = ["MultiModelDistillationPlugin"]
+
+#: The defaults of the distillation options this plugin takes under its own names.
+_DEFAULT = DistillationOptions()
 
 
 # Avalanche types no `__init_subclass__` keyword: mypy does not know `supports_distributed`.
@@ -45,39 +53,19 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):  #
             uniform weights. Default ``"own"``, chosen by our Split Fashion-MNIST
             ablation (:doc:`/benchmarks/fashion-mnist`).
         teachers: ``"all"`` snapshots (default, the paper) or only the ``"last"`` one.
-        teacher_bn: which statistics the teachers' BatchNorm layers normalise the
-            mini-batch with: ``"batch"`` (default, ours) — the batch's own, as the
-            student does in training mode and as Avalanche's ``LwF`` teacher does;
-            ``"running"`` — the snapshot's stored statistics (its eval-mode outputs),
-            measured lower (:doc:`/benchmarks/fashion-mnist`).
         teacher_sample: distil from only this many snapshots per mini-batch, drawn
             uniformly without replacement (from the global RNG) and reweighted by
             ``n / k`` — an unbiased estimate of the full sum
             (:func:`~avalanche_m2kd.losses.sample_teachers`) whose cost stays at
             ``k`` teacher forwards however many snapshots there are. ``None``
             (default) uses them all.
-        teacher_dtype: ``None`` (default) runs the teacher forwards in fp32;
-            ``torch.bfloat16`` runs them under ``torch.autocast`` (any device), or
-            ``torch.float16`` (CUDA only: refused on CPU, where its kernels are
-            slow); teacher logits and features come back as float32, so the losses
-            stay fp32. What it saves and costs: :doc:`/benchmarks/cost`.
-        teacher_batching: ``"loop"`` (default) runs the teachers one after the
-            other; ``"vmap"`` runs same-architecture teachers as one vmapped forward
-            over their stacked weights, ``"streams"`` each on its own CUDA stream (the
-            loop on a CPU); same losses to float rounding. Needs ``cache_teachers``;
-            see :mod:`avalanche_m2kd.batched_teachers`.
-        cache_teachers: ``True`` keeps every teacher dense for the whole experience
-            (the fastest); ``False`` builds, runs and frees each teacher inside the
-            step, holding at most one dense teacher (memory against rebuild time:
-            :doc:`/benchmarks/cost`). ``None`` (default) leaves the store's setting
-            (``True`` for a new store); see :class:`~avalanche_m2kd.plugins.TeacherPlugin`.
         store: a shared :class:`SnapshotStore`; ``None`` keeps a private full-copy
             store, so the plugin works beside any Avalanche strategy.
         head_name: the classifier head, for a private store (found if ``None``).
-        teacher_options: ``teacher_bn``, ``teacher_dtype``, ``cache_teachers`` and
-            ``teacher_batching`` as one
-            :class:`~avalanche_m2kd.option_types.TeacherOptions` (see
-            :class:`~avalanche_m2kd.plugins.TeacherPlugin`).
+        teacher_options, **options: how the teachers run, as one
+            :class:`~avalanche_m2kd.option_types.TeacherOptions` or as its fields
+            (keyword only: ``teacher_bn``, ``teacher_dtype``, ``cache_teachers``,
+            ``teacher_batching``), as in :class:`~avalanche_m2kd.plugins.TeacherPlugin`.
 
     Example:
         >>> from avalanche.training import Naive
@@ -85,26 +73,21 @@ class MultiModelDistillationPlugin(TeacherPlugin, supports_distributed=True):  #
         >>> # Naive(model, optimizer, criterion=..., plugins=[plugin])
     """
 
+    @option_keywords(PLUGIN_TEACHER_OPTIONS)
     def __init__(
         self,
-        temperature: float = 2.0,
-        weight: float = 1.0,
-        teacher_slice: TeacherSlice = "own",
-        teachers: TeacherSet = "all",
+        temperature: float = _DEFAULT.temperature,
+        weight: float = _DEFAULT.mm_weight,
+        teacher_slice: TeacherSlice = _DEFAULT.teacher_slice,
+        teachers: TeacherSet = _DEFAULT.teachers,
         store: SnapshotStore | None = None,
         head_name: str | None = None,
-        teacher_bn: TeacherBatchNorm = "batch",
-        teacher_sample: int | None = None,
-        teacher_dtype: torch.dtype | None = None,
-        cache_teachers: bool | None = None,
-        teacher_batching: TeacherBatching = "loop",
+        teacher_sample: int | None = _DEFAULT.teacher_sample,
         *,
         teacher_options: TeacherOptions | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            store, head_name, teacher_bn, teacher_dtype, cache_teachers, teacher_batching,
-            teacher_options=teacher_options,
-        )
+        super().__init__(store, head_name, teacher_options=teacher_options, **options)
         if teacher_sample is not None:
             sample_teachers(1, teacher_sample)  # validates it
         self.temperature = check_number(temperature, "temperature", strict=True)

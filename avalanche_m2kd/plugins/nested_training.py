@@ -10,43 +10,18 @@ from avalanche.training.plugins import SupervisedPlugin
 
 from avalanche_m2kd.batchnorm import batch_norm_layers, recalibrate_batch_norm, running_stats
 from avalanche_m2kd.keep_search import smallest_faithful_keep
-from avalanche_m2kd.option_types import ReleasedRestore
-from avalanche_m2kd.options import check_choice
-from avalanche_m2kd.pruning import FaithfulKeep, PruneRatio, keep_fraction, validate_prune_ratio
+from avalanche_m2kd.option_types import ReleasedRestore, SnapshotOptions
+from avalanche_m2kd.pruning import FaithfulKeep, PruneRatio, keep_fraction
 from avalanche_m2kd.rng import preserved_rng
 from avalanche_m2kd.snapshots import SnapshotStore
 from avalanche_m2kd.storage import NestedStorage
 from avalanche_m2kd.stream import experience_classes, stream_length
 
-__all__ = ["NestedTrainingPlugin", "ReleasedRestore", "check_nested_options"]
+__all__ = ["NestedTrainingPlugin", "ReleasedRestore"]
 
 
-def check_nested_options(
-    prune_ratio: PruneRatio,
-    post_prune_epochs: int | None,
-    restore_released_at: str,
-    recalibrate_bn: bool,
-) -> None:
-    """Check :class:`NestedTrainingPlugin`'s options, with its argument names.
-
-    Raises:
-        ValueError: a value out of range, naming its argument.
-    """
-    validate_prune_ratio(prune_ratio)
-    if post_prune_epochs is not None and (
-        isinstance(post_prune_epochs, bool)
-        or not isinstance(post_prune_epochs, int)
-        or post_prune_epochs < 0
-    ):
-        raise ValueError(
-            "Expected argument `post_prune_epochs` to be an int >= 0, but got "
-            f"{post_prune_epochs!r}"
-        )
-    check_choice(restore_released_at, ReleasedRestore, "restore_released_at")
-    if not isinstance(recalibrate_bn, bool):
-        raise ValueError(
-            f"Expected argument `recalibrate_bn` to be a bool, but got {recalibrate_bn!r}"
-        )
+#: The snapshot options' defaults, which this plugin's keywords of the same names take.
+_DEFAULT = SnapshotOptions()
 
 
 # Avalanche types no `__init_subclass__` keyword: mypy does not know `supports_distributed`.
@@ -129,14 +104,17 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         self,
         store: SnapshotStore,
         prune_ratio: PruneRatio = FaithfulKeep(),  # noqa: B008 - frozen, shared safely
-        post_prune_epochs: int | None = None,
+        post_prune_epochs: int | None = _DEFAULT.post_prune_epochs,
         n_experiences: int | None = None,
         warm_start_released: bool = True,
-        restore_released_at: ReleasedRestore = "end_of_experience",
-        recalibrate_bn: bool = True,
+        restore_released_at: ReleasedRestore = _DEFAULT.restore_released_at,
+        recalibrate_bn: bool = _DEFAULT.recalibrate_bn,
     ) -> None:
         super().__init__()
-        check_nested_options(prune_ratio, post_prune_epochs, restore_released_at, recalibrate_bn)
+        SnapshotOptions(  # validates them, as the strategy's keywords of the same names
+            prune_ratio=prune_ratio, post_prune_epochs=post_prune_epochs,
+            restore_released_at=restore_released_at, recalibrate_bn=recalibrate_bn,
+        )
         if not isinstance(store.storage, NestedStorage):
             raise ValueError(
                 f"Expected argument `store` to have nested storage, but it has {store.storage!r}"

@@ -7,10 +7,10 @@ from typing import Any
 from avalanche.training.plugins import SupervisedPlugin
 
 from avalanche_m2kd.features import check_head
+from avalanche_m2kd.option_types import SnapshotOptions
 from avalanche_m2kd.plugins.nested_training import (
     NestedTrainingPlugin,
     ReleasedRestore,
-    check_nested_options,
 )
 from avalanche_m2kd.pruning import FaithfulKeep, PruneRatio, validate_prune_ratio
 from avalanche_m2kd.snapshots import SnapshotStore
@@ -24,6 +24,11 @@ from avalanche_m2kd.storage import (
 from avalanche_m2kd.stream import check_class_incremental, experience_classes, probe_input
 
 __all__ = ["ReleasedRestore", "SnapshotMaskingPlugin", "default_prune_ratio"]
+
+
+#: The snapshot options' defaults, which this plugin's keywords take (``mode`` is
+#: ``snapshot_mode``).
+_DEFAULT = SnapshotOptions()
 
 
 def default_prune_ratio(mode: SnapshotMode | SnapshotStorage) -> PruneRatio:
@@ -138,14 +143,14 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # typ
 
     def __init__(
         self,
-        mode: SnapshotMode | SnapshotStorage = "nested",
-        prune_ratio: PruneRatio | None = None,
-        post_prune_epochs: int | None = None,
+        mode: SnapshotMode | SnapshotStorage = _DEFAULT.snapshot_mode,
+        prune_ratio: PruneRatio | None = _DEFAULT.prune_ratio,
+        post_prune_epochs: int | None = _DEFAULT.post_prune_epochs,
         head_name: str | None = None,
         n_experiences: int | None = None,
         warm_start_released: bool = True,
-        restore_released_at: ReleasedRestore = "end_of_experience",
-        recalibrate_bn: bool = True,
+        restore_released_at: ReleasedRestore = _DEFAULT.restore_released_at,
+        recalibrate_bn: bool = _DEFAULT.recalibrate_bn,
     ) -> None:
         super().__init__()
         storage, prune_ratio = _resolve(mode, prune_ratio)
@@ -164,8 +169,9 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # typ
         if isinstance(storage, NestedStorage):
             self.nested_training = NestedTrainingPlugin(self.store, **options)
         else:
-            check_nested_options(
-                prune_ratio, post_prune_epochs, restore_released_at, recalibrate_bn
+            SnapshotOptions(  # validates them, as the strategy's keywords of the same names
+                post_prune_epochs=post_prune_epochs,
+                restore_released_at=restore_released_at, recalibrate_bn=recalibrate_bn,
             )
             self._options = options
 

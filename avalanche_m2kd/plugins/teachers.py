@@ -16,15 +16,20 @@ from torch import Tensor
 
 from avalanche_m2kd.batched_teachers import TeacherBatching
 from avalanche_m2kd.features import check_head
-from avalanche_m2kd.option_types import DistillationOptions, TeacherOptions, TeacherSet
+from avalanche_m2kd.option_types import (
+    PLUGIN_TEACHER_OPTIONS,
+    DistillationOptions,
+    TeacherOptions,
+    TeacherSet,
+    check_option_keywords,
+    option_keywords,
+)
 from avalanche_m2kd.snapshots import SnapshotStore, TeacherBatchNorm, validate_teacher_dtype
 from avalanche_m2kd.stream import check_class_incremental, experience_classes, probe_input
 
 __all__ = ["TeacherPlugin", "TeacherSet"]
 
 _Plugin = TypeVar("_Plugin", bound="TeacherPlugin")
-# A plugin's keywords leave the store's caching as it is; the strategy's default keeps it on.
-_PLUGIN_DEFAULT = TeacherOptions(cache_teachers=None)
 
 
 # Avalanche types no `__init_subclass__` keyword: mypy does not know `supports_distributed`.
@@ -46,18 +51,15 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignor
     Args:
         store: a shared :class:`SnapshotStore`; ``None`` keeps a private full-copy one.
         head_name: the classifier head, for a private store (found if ``None``).
-        teacher_bn: ``"batch"`` (default) or ``"running"`` statistics for the teachers'
-            BatchNorm layers (:meth:`avalanche_m2kd.snapshots.FrozenTeacher.run`).
-        teacher_dtype: autocast dtype of the teacher forwards (:attr:`teacher_dtype`).
-        cache_teachers: sets the store's
-            :attr:`~avalanche_m2kd.snapshots.SnapshotStore.cache_teachers` (a shared
-            store's too: it is one setting of the store, for every plugin on it);
-            ``None`` (default) leaves it. When it is off, the plugin frees the teachers
-            the store holds after every training iteration.
-        teacher_batching: how several teachers run on one mini-batch (``"loop"``,
-            ``"vmap"`` or ``"streams"``: :mod:`avalanche_m2kd.batched_teachers`).
-        teacher_options: the four options above as one object (default ``None``: made
+        teacher_options: how the teachers run, as one object (default ``None``: made
             from the keywords).
+        **options: the fields of :class:`~avalanche_m2kd.option_types.TeacherOptions`
+            (``teacher_bn``, ``teacher_dtype``, ``cache_teachers``,
+            ``teacher_batching``), which describes them, keyword only, with its
+            defaults but ``cache_teachers=None``
+            (:data:`~avalanche_m2kd.option_types.PLUGIN_TEACHER_OPTIONS`: the store's
+            caching is left as it is). When caching is off, the plugin frees the
+            teachers the store holds after every training iteration.
 
     Attributes:
         teacher_options: the :class:`~avalanche_m2kd.option_types.TeacherOptions` the
@@ -65,21 +67,20 @@ class TeacherPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignor
             ``teacher_batching`` read it).
     """
 
+    @option_keywords(PLUGIN_TEACHER_OPTIONS)
     def __init__(
         self,
         store: SnapshotStore | None = None,
         head_name: str | None = None,
-        teacher_bn: TeacherBatchNorm = "batch",
-        teacher_dtype: torch.dtype | None = None,
-        cache_teachers: bool | None = None,
-        teacher_batching: TeacherBatching = "loop",
         *,
         teacher_options: TeacherOptions | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
-        flat = {"teacher_bn": teacher_bn, "teacher_dtype": teacher_dtype,
-                "cache_teachers": cache_teachers, "teacher_batching": teacher_batching}
-        self.teacher_options = TeacherOptions.resolve(teacher_options, flat, _PLUGIN_DEFAULT)
+        check_option_keywords(options, [TeacherOptions], type(self).__name__)
+        self.teacher_options = TeacherOptions.resolve(
+            teacher_options, options, PLUGIN_TEACHER_OPTIONS
+        )
         self.owns_store = store is None
         self.store = store if store is not None else SnapshotStore("full", head_name=head_name)
         if self.teacher_options.cache_teachers is not None:

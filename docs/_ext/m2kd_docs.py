@@ -44,6 +44,7 @@ import inspect
 import json
 import os
 import pkgutil
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -361,10 +362,23 @@ def _hook_order(hook: str) -> tuple[int, int]:
     return (_LIFECYCLE.index(stage) if stage in _LIFECYCLE else len(_LIFECYCLE), when == "after")
 
 
+_FUNCTION_REPR = re.compile(r"<function (\w+) at 0x[0-9a-f]+>")
+
+
+def _function_defaults_by_name(app: Sphinx, what: str, name: str, obj: Any, options: Any,
+                               signature: str | None, annotation: str | None) -> Any:
+    """A default that is a function (Avalanche's ``default_evaluator``) by its name,
+    not its ``repr`` with an address that changes with every build."""
+    if signature is None:
+        return None
+    return _FUNCTION_REPR.sub(r"\1", signature), annotation
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     # priority 400: before napoleon (500) reads the docstring
     app.connect("autodoc-process-docstring", _split_multi_name_args, priority=400)
     app.connect("missing-reference", _resolve)
+    app.connect("autodoc-process-signature", _function_defaults_by_name)
     app.connect("env-check-consistency", _check_coverage)
     app.add_directive("m2kd-options", OptionsDirective)
     app.add_directive("m2kd-results", ResultsDirective)

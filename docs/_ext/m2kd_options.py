@@ -101,7 +101,7 @@ def _option_problems(params: list[inspect.Parameter], described: dict[str, str],
     problems += [f"docs/option_sources.toml names `{n}`, which M2KDStrategy does not take"
                  for n in sources if n not in names]
     problems += [f"M2KDStrategy's Args describes `{n}`, which it does not take"
-                 for n in described if n not in names]
+                 for n in described if n not in names and not n.startswith("**")]
     problems += [f"{cls.__name__}.{n} is no keyword of M2KDStrategy"
                  for n, cls in groups.items() if n not in names]
     problems += [f"{cls.__name__}.{n} has no description in its Args" for n, cls in groups.items()
@@ -141,7 +141,7 @@ class OptionsDirective(SphinxDirective):
             assert source is not None  # our own modules, imported from their .py files
             self.env.note_dependency(source)
         params = [p for p in inspect.signature(M2KDStrategy.__init__).parameters.values()
-                  if p.name != "self"]
+                  if p.name != "self" and p.kind is not p.VAR_KEYWORD]  # **options: the fields
         described = _entries(M2KDStrategy.__doc__ or "")
         groups = _option_groups()
         sources: dict[str, str] = tomllib.loads(SOURCES.read_text())["sources"]
