@@ -124,6 +124,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: :class:`~avalanche_m2kd.LogitAdjustedCrossEntropy` at Menon et al.'s ``tau = 1``, M2KD's
 #: default until 0.2 (``replay-la-0.75``: at M2KD's default since, to check the peer is
 #: not held back by its ``tau``). ``m2kd-full`` is M2KD with ``snapshot_mode="full"``.
+#: ``bic-union`` is BiC drawing its mini-batches uniformly from new data and memory
+#: (:class:`benchmarks.methods.BiCMethod`'s ``sampling``), the check that found
+#: Avalanche's half-memory batches the better choice (:doc:`/benchmarks/peers`).
 METHODS = tuple(REGISTRY)
 
 #: ``--class-order`` choices (:func:`class_order`).
@@ -232,6 +235,15 @@ ABLATION: dict[str, dict[str, Any]] = {
     "full, cumulative, no LA": on_01(snapshot_mode="full", logit_adjustment=0.0, **_CUM),
     "full, cumulative, teachers with running BN statistics": on_01(
         snapshot_mode="full", teacher_bn="running", **_CUM
+    ),
+    # Where the defaults' final accuracy goes in the evidence regime (each one change):
+    "defaults, no distillation": dict(mm_weight=0.0, feat_weight=0.0),
+    "defaults, no feature term": dict(feat_weight=0.0),
+    "defaults, last teacher only": dict(teachers="last"),
+    "defaults, pruned copies": dict(snapshot_mode="pruned"),
+    "defaults, no fine-tune after pruning": dict(post_prune_epochs=0),
+    "defaults, no distillation, no fine-tune after pruning": dict(
+        mm_weight=0.0, feat_weight=0.0, post_prune_epochs=0
     ),
 }
 

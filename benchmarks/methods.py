@@ -832,6 +832,7 @@ for _method in (
     ERACEMethod("er-ace"),
     DERMethod("der"),
     BiCMethod("bic"),
+    BiCMethod("bic-union", sampling="union"),
     M2KDMethod("m2kd"),
     M2KDMethod("m2kd-full", snapshot_mode="full"),
 ):

@@ -47,6 +47,7 @@ def test_run_and_report(fmnist_root, tmp_path, capsys):
         ("er-ace", 10),
         ("der", 10),
         ("bic", 10),
+        ("bic-union", 10),
         ("m2kd", 10),
         ("m2kd-full", 10),
     }
