@@ -218,6 +218,8 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
         ValueError: an unknown layer or head name, a multi-head model, an option
             out of range, or an option object given with keywords of its group — at
             construction, before any training.
+        TypeError: a keyword that is no option (a misspelt one), also when ``model``
+            and ``optimizer`` are given by position.
         FloatingPointError: during training, a non-finite loss (``check_finite``).
     """
 
