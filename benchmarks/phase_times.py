@@ -1,6 +1,6 @@
 """Where a run's time goes: one run of each method of the harness, timed by phase, in one process.
 
-Each method runs the comparison harness's run (:func:`benchmarks.compare.run_one`: the
+Each method runs the comparison harness's run (:func:`benchmarks.runs.run_one`: the
 same stream, seed, class order, backbone, epochs and memory as ``compare run``), one
 after the other in this process, so that their figures are comparable with each other
 (the machine is shared: absolute seconds are not, ratios are). Every second of a run's
@@ -51,7 +51,8 @@ from avalanche.training import storage_policy
 from avalanche_m2kd.exemplars import ClassBalancedBuffer
 from avalanche_m2kd.plugins import nested_training
 from avalanche_m2kd.snapshots import SnapshotStore
-from benchmarks import compare, records
+from benchmarks import compare, records, runs
+from benchmarks.data_sets import DATA_SETS
 
 #: The phases, in the order they are printed (see the module docstring).
 PHASES = ("data", "student", "teachers", "exemplars", "batchnorm", "keep search",
@@ -181,7 +182,7 @@ def patch_targets() -> list[tuple[Any, str, str]]:
     each exists)."""
     targets: list[tuple[Any, str, str]] = [
         (torch.utils.data.DataLoader, "__iter__", "data"),
-        (compare, "split_fmnist", "data"),
+        *((type(data), "benchmark", "data") for data in DATA_SETS.values()),
         (SnapshotStore, "run_teacher", "teachers"),
         (SnapshotStore, "run_teachers", "teachers"),
         (nested_training, "recalibrate_batch_norm", "batchnorm"),
@@ -220,7 +221,7 @@ def time_run(method: str, cfg: argparse.Namespace, stream: str, seed: int,
     clock = PhaseClock()
     with instrumented(clock):
         start = time.perf_counter()
-        record = compare.run_one(method, exemplars, stream, seed, cfg,
+        record = runs.run_one(method, exemplars, stream, seed, cfg,
                                  total_memory=total_memory, plugins=(PhasePlugin(clock),))
         wall = time.perf_counter() - start
     if clock._open:  # a hook that did not fire: the figures would be wrong

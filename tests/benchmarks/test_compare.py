@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks import compare
+from benchmarks import compare, runs
 
 TINY = ["--streams", "2x5", "--seeds", "0", "--epochs", "1", "--train-per-class", "6",
         "--test-per-class", "3", "--batch-size", "16", "--width", "4", "--preset", "quick"]
@@ -113,7 +113,7 @@ def test_bf16_variant_sets_the_distillation_plugins_teacher_dtype():
 
 def test_forgetting_definition():
     matrix = [[0.9, None, None], [0.5, 0.8, None], [0.7, 0.2, 1.0]]
-    assert compare.forgetting(matrix) == [0.0, pytest.approx(0.4), pytest.approx((0.2 + 0.6) / 2)]
+    assert runs.forgetting(matrix) == [0.0, pytest.approx(0.4), pytest.approx((0.2 + 0.6) / 2)]
 
 
 def test_wandb_offline_run_holds_config_metrics_and_matrix(fmnist_root, tmp_path, monkeypatch):
@@ -165,7 +165,7 @@ def test_total_memory_runs_stay_within_budget_and_report(fmnist_root, tmp_path, 
 
     seeds = []
     monkeypatch.setattr(
-        compare, "seed_everything", lambda s: (seeds.append(s), methods.seed_everything(s))
+        runs, "seed_everything", lambda s: (seeds.append(s), methods.seed_everything(s))
     )
     out = tmp_path / "out"
     setting = methods.Setting(
@@ -228,21 +228,21 @@ def test_total_memory_runs_stay_within_budget_and_report(fmnist_root, tmp_path, 
 
 def test_default_total_memory_is_exemplars_plus_one_model():
     cfg = compare.parse(["run", "--total-memory"] + TINY)
-    model = compare.backbone_bytes(cfg)
+    model = runs.backbone_bytes(cfg)
     assert cfg.total_memory == [200 * 784 + model, 1000 * 784 + model, 2000 * 784 + model]
     ablation = compare.parse(
         ["run", "--total-memory", "--ablation", "--variants", "defaults"] + TINY
     )
     assert ablation.total_memory == cfg.total_memory
     memory = compare.parse(["run", "--preset", "memory", "--total-memory"])
-    model = compare.backbone_bytes(memory)
+    model = runs.backbone_bytes(memory)
     assert memory.class_order == "permuted" and memory.train_per_class == 200
     assert memory.total_memory == [200 * 784 + model, 500 * 784 + model, 1000 * 784 + model]
 
 
 def test_evidence_preset_is_the_issue_regime():
     cfg = compare.parse(["run", "--preset", "evidence", "--total-memory"])
-    model = compare.backbone_bytes(cfg)
+    model = runs.backbone_bytes(cfg)
     assert (cfg.train_per_class, cfg.test_per_class, cfg.epochs) == (1000, 500, 8)
     assert cfg.lr_schedule == "cosine" and cfg.class_order == "permuted"
     assert cfg.streams == ["5x2", "2+1", "5+1"] and cfg.seeds == [0, 1, 2, 3, 4]
@@ -257,7 +257,7 @@ def test_evidence_preset_is_the_issue_regime():
 
 def test_ablation_variants_at_equal_total_memory(fmnist_root, tmp_path):
     out = tmp_path / "out"
-    total = 20 * 784 + compare.backbone_bytes(compare.parse(["run"] + TINY))
+    total = 20 * 784 + runs.backbone_bytes(compare.parse(["run"] + TINY))
     compare.main(
         [
             "run", "--root", str(fmnist_root), "--out", str(out), "--ablation", "--total-memory",
@@ -347,10 +347,10 @@ def test_cosine_schedule_anneals_each_experience_and_starts_again(fmnist_root, m
                              *TINY[:2], "--epochs", "2", *TINY[6:]])
         recorder = Rates()
         recorder.seen = []
-        record = compare.run_one(method, 10, "2x5", 0, cfg, plugins=(recorder,))
+        record = runs.run_one(method, 10, "2x5", 0, cfg, plugins=(recorder,))
         assert record["lr_schedule"] == schedule
         rates[schedule] = recorder.seen
     assert rates["constant"] == [0.05] * 4
     assert rates["cosine"] == pytest.approx([0.05, 0.025, 0.05, 0.025])  # T_max = 2 epochs
     with pytest.raises(ValueError, match="learning-rate schedule"):
-        compare.lr_schedule_plugins("step", None, 2)
+        runs.lr_schedule_plugins("step", None, 2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,19 @@ import torch
 from avalanche.training.templates import SupervisedTemplate
 
 from benchmarks import methods
-from benchmarks.methods import METHODS, Method, Setting, model_bytes, seed_everything
+from benchmarks.methods import (
+    METHODS,
+    Method,
+    Setting,
+    avalanche_internals,
+    base,
+    bic,
+    m2kd,
+    model_bytes,
+    naive,
+    seed_everything,
+)
+from benchmarks.methods import der as der_module
 
 STRUCTURE = ((0, 1), (2,), (3,), (4,))
 SETTING = Setting(n_classes=5, experience_classes=STRUCTURE, width=4, batch_size=8, epochs=1)
@@ -67,7 +80,7 @@ def test_registry_holds_every_headline_method_and_builds_each():
         )
         assert isinstance(strategy, SupervisedTemplate)
     with pytest.raises(ValueError, match="already registered"):
-        methods.register(methods.NaiveMethod("naive"))
+        methods.register(naive.NaiveMethod("naive"))
     taus = {name: METHODS[name].build(10, SETTING)._criterion.tau
             for name in ("replay-la", "replay-la-0.75")}
     assert taus == {"replay-la": 1.0, "replay-la-0.75": 0.75}
@@ -175,22 +188,22 @@ def test_store_dry_run_leaves_the_global_generators_alone():
     seed_everything(1)
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     seed_everything(1)
-    methods._STORE_BYTES.clear()
-    methods.store_bytes(METHODS["m2kd"], SETTING)
+    m2kd.STORE_BYTES_CACHE.clear()
+    m2kd.store_bytes(METHODS["m2kd"], SETTING)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
 def test_bic_scheduler_workaround_is_scoped(trained):
-    bic = methods._bic_module
-    assert bic.MultiStepLR is torch.optim.lr_scheduler.MultiStepLR  # restored after the runs
-    plugin = methods._plugin(trained["bic"], bic.BiCPlugin)
+    bic_module = avalanche_internals.bic_module
+    assert bic_module.MultiStepLR is torch.optim.lr_scheduler.MultiStepLR  # restored after the runs
+    plugin = base.find_plugin(trained["bic"], bic_module.BiCPlugin)
     # bias correction ran
     assert plugin.bias_layer is not None and plugin.bias_layer.clss.tolist() == [4]
-    with methods._bic_scheduler_without_verbose():
+    with avalanche_internals.bic_scheduler_without_verbose():
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         # avalanche's call goes through
-        bic.MultiStepLR(opt, milestones=[1], gamma=0.1, verbose=False)
-    assert bic.MultiStepLR is torch.optim.lr_scheduler.MultiStepLR
+        bic_module.MultiStepLR(opt, milestones=[1], gamma=0.1, verbose=False)
+    assert bic_module.MultiStepLR is torch.optim.lr_scheduler.MultiStepLR
 
 
 def test_der_masks_unseen_classes_like_an_incremental_head_and_keeps_logits_of_the_fixed_head(
@@ -207,9 +220,9 @@ def test_der_masks_unseen_classes_like_an_incremental_head_and_keeps_logits_of_t
         SeenClassesMaskingPlugin
     ]
     eval_only = METHODS["der"].build(10, SETTING, {"mask_unseen": "eval"})
-    assert any(isinstance(p, methods._PredictSeenClasses) for p in eval_only.plugins)
+    assert any(isinstance(p, der_module.PredictSeenClasses) for p in eval_only.plugins)
     state = SimpleNamespace(experience=_stream().train_stream[0], mb_output=torch.zeros(3, 5))
-    mask = methods._PredictSeenClasses()
+    mask = der_module.PredictSeenClasses()
     mask.before_training_exp(state)
     mask.after_forward(state)
     assert torch.equal(state.mb_output, torch.zeros(3, 5))  # training sees every unit
@@ -219,12 +232,33 @@ def test_der_masks_unseen_classes_like_an_incremental_head_and_keeps_logits_of_t
 
 def test_bic_distils_over_the_classes_as_its_paper_does():
     new, old = torch.randn(4, 3), torch.randn(4, 3)
-    paper = methods._BiCPlugin(mem_size=10, T=2)
+    paper = bic.RepairedBiCPlugin(mem_size=10, T=2)
     expected = -(torch.softmax(old / 2, dim=1) * torch.log_softmax(new / 2, dim=1)).sum(1).mean()
     assert torch.allclose(paper.cross_entropy(new, old), expected)
     # softmax over the mini-batch
-    shipped = methods._BiCPlugin(mem_size=10, T=2, distillation="avalanche")
+    shipped = bic.RepairedBiCPlugin(mem_size=10, T=2, distillation="avalanche")
     expected = -(torch.softmax(old / 2, dim=0) * torch.log_softmax(new / 2, dim=1)).sum(1).mean()
     assert torch.allclose(shipped.cross_entropy(new, old), expected)
     with pytest.raises(ValueError, match="distillation"):
-        methods._BiCPlugin(mem_size=10, distillation="tf")
+        bic.RepairedBiCPlugin(mem_size=10, distillation="tf")
+
+
+def test_each_method_lives_in_its_own_registered_module():
+    by_module: dict[str, set[str]] = {}
+    for method in METHODS.values():
+        by_module.setdefault(type(method).__module__, set()).add(method.name)
+    assert sorted(by_module) == sorted(f"benchmarks.methods.{m}" for m in methods.MODULES)
+    assert by_module["benchmarks.methods.bic"] == {"bic", "bic-union"}
+
+
+def test_avalanche_private_names_are_used_in_the_internals_module_only():
+    import re
+    from pathlib import Path
+
+    private = re.compile(r"_ICaRLPlugin|plugins import bic\b|\bbic_module\.MultiStepLR|\.logits\b")
+    folder = Path(methods.__file__).parent
+    users = sorted(p.name for p in folder.glob("*.py") if private.search(p.read_text()))
+    assert users == ["avalanche_internals.py"]
+    buffer, logits = avalanche_internals.der_memory(SimpleNamespace(
+        storage_policy=SimpleNamespace(buffer=SimpleNamespace(logits=[torch.zeros(5)]))))
+    assert logits == buffer.logits

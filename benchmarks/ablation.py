@@ -1,0 +1,126 @@
+"""M2KD's ablation variants for ``python -m benchmarks.compare run --ablation``: each
+one change (or a past set of defaults) over :class:`~avalanche_m2kd.M2KDStrategy`'s
+defaults, by name. A variant is a dictionary of ``M2KDStrategy`` options (JSON-able:
+records hold them); :class:`benchmarks.methods.m2kd.M2KDMethod` turns the dtype names
+and :meth:`FaithfulKeep.plain() <avalanche_m2kd.pruning.FaithfulKeep.plain>` into
+objects. Adding a variant is one entry in :data:`ABLATION`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from avalanche_m2kd.pruning import FaithfulKeep
+from benchmarks.backbones import FEATURE_STAGES
+from benchmarks.past_defaults import on_01
+
+__all__ = ["ABLATION", "FAITHFUL_KEEP", "late_shares"]
+
+#: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults (nested
+#: store, ``own`` slice, head-input features, batch-statistics teachers, logit
+#: adjustment; the defaults themselves are the headline's ``m2kd``). ``teacher_dtype``
+#: and ``mixed_precision`` are names of ``torch`` dtypes (records are JSON), turned
+#: into dtypes by :class:`benchmarks.methods.m2kd.M2KDMethod`. The component
+#: variants fix ``teacher_slice="cumulative"``: they were measured before ``own``
+#: became the default, and are kept as they ran.
+_CUM = dict(teacher_slice="cumulative")
+
+
+def late_shares(n: int, share: float = 0.5) -> list[float]:
+    """``prune_ratio`` per experience of an ``n``-experience stream: each experience but
+    the last owns ``share / n`` of every layer (``"fair"`` gives ``1 / n``) and the last
+    keeps all that is left, a larger trainable part for the final model.
+
+    Example:
+        >>> late_shares(5)
+        [0.9, 0.888889, 0.875, 0.857143, 0.0]
+    """
+    s = share / n
+    return [round(1 - s / (1 - t * s), 6) for t in range(n - 1)] + [0.0]
+
+#: :class:`avalanche_m2kd.pruning.FaithfulKeep` with its defaults, as a record holds it
+#: (turned into the object by :class:`benchmarks.methods.m2kd.M2KDMethod`).
+FAITHFUL_KEEP = FaithfulKeep().plain()
+
+_DENSE = dict(restore_released_at="end_of_experience")
+#: The nested store's and the feature term's at their 0.2 values, for the variants measured
+#: on top of 0.2 (each sets ``logit_adjustment`` itself). Those measured before 0.2 are
+#: built with :func:`benchmarks.past_defaults.on_01`.
+_DEFAULTS_02 = dict(prune_ratio=FAITHFUL_KEEP, feat_weight=0.1, **_DENSE)
+
+
+ABLATION: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "0.1 defaults (fair shares, sparse between experiences, feature weight 1)": on_01(),
+    "nested, no feature term": on_01(feat_weight=0.0),
+    **{
+        f"nested, half shares then the rest, {n} experiences": on_01(prune_ratio=late_shares(n))
+        for n in (5, 9)
+    },
+    **{
+        f"nested, dense between experiences, half shares then the rest, {n} experiences": on_01(
+            **_DENSE, prune_ratio=late_shares(n)
+        )
+        for n in (5, 9)
+    },
+    **{
+        f"nested, dense between experiences, half shares then the rest, {n} experiences, "
+        "no feature term": on_01(**_DENSE, prune_ratio=late_shares(n), feat_weight=0.0)
+        for n in (5, 9)
+    },
+    "nested, dense between experiences": on_01(**_DENSE),
+    "nested, dense between experiences, no feature term": on_01(**_DENSE, feat_weight=0.0),
+    "nested, dense between experiences, feature weight 0.1": on_01(**_DENSE, feat_weight=0.1),
+    "nested, faithful keep": on_01(prune_ratio=FAITHFUL_KEEP),
+    "nested, faithful keep, dense between experiences": on_01(
+        **_DENSE, prune_ratio=FAITHFUL_KEEP
+    ),
+    "nested, faithful keep, dense between experiences, no feature term": on_01(
+        **_DENSE, prune_ratio=FAITHFUL_KEEP, feat_weight=0.0
+    ),
+    **{
+        f"0.2 defaults, logit adjustment {tau}": {**_DEFAULTS_02, "logit_adjustment": tau}
+        for tau in (0.25, 0.5, 0.75, 1.0)
+    },
+    "nested, cumulative": on_01(snapshot_mode="nested", **_CUM),
+    "pruned, cumulative": on_01(snapshot_mode="pruned", **_CUM),
+    "full, cumulative": on_01(snapshot_mode="full", **_CUM),
+    "no distillation (replay + LA)": on_01(
+        snapshot_mode="full", mm_weight=0.0, feat_weight=0.0, **_CUM
+    ),
+    "last teacher (LwF + LA)": on_01(
+        teachers="last", snapshot_mode="full", feat_weight=0.0, **_CUM
+    ),
+    "last teacher, no LA (LwF)": on_01(
+        teachers="last", snapshot_mode="full", feat_weight=0.0, logit_adjustment=0.0, **_CUM
+    ),
+    "all teachers, cumulative": on_01(snapshot_mode="full", feat_weight=0.0, **_CUM),
+    "all teachers, own": on_01(snapshot_mode="full", teacher_slice="own", feat_weight=0.0),
+    "all teachers, own, 2 sampled per batch": on_01(
+        snapshot_mode="full", teacher_slice="own", feat_weight=0.0, teacher_sample=2
+    ),
+    "all teachers, own, bf16 teachers": on_01(
+        snapshot_mode="full", teacher_slice="own", feat_weight=0.0, teacher_dtype="bfloat16"
+    ),
+    "m2kd-full, bf16 student": on_01(snapshot_mode="full", mixed_precision="bfloat16"),
+    "m2kd-full, bf16 teachers": on_01(snapshot_mode="full", teacher_dtype="bfloat16"),
+    "full, cumulative + stage features": on_01(
+        snapshot_mode="full", feature_layers=list(FEATURE_STAGES), **_CUM
+    ),
+    "full, cumulative + features from all teachers": on_01(
+        snapshot_mode="full", feature_teachers="all", **_CUM
+    ),
+    "full, cumulative, no LA": on_01(snapshot_mode="full", logit_adjustment=0.0, **_CUM),
+    "full, cumulative, teachers with running BN statistics": on_01(
+        snapshot_mode="full", teacher_bn="running", **_CUM
+    ),
+    # Where the defaults' final accuracy goes in the evidence regime (each one change):
+    "defaults, no distillation": dict(mm_weight=0.0, feat_weight=0.0),
+    "defaults, no feature term": dict(feat_weight=0.0),
+    "defaults, last teacher only": dict(teachers="last"),
+    "defaults, pruned copies": dict(snapshot_mode="pruned"),
+    "defaults, no fine-tune after pruning": dict(post_prune_epochs=0),
+    "defaults, no distillation, no fine-tune after pruning": dict(
+        mm_weight=0.0, feat_weight=0.0, post_prune_epochs=0
+    ),
+}

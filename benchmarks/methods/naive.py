@@ -1,0 +1,28 @@
+"""Fine-tuning: Avalanche's ``Naive``, the floor every other method must beat."""
+
+from __future__ import annotations
+
+from avalanche.training import Naive as _Naive
+from torch import nn
+
+from benchmarks.methods.base import Method, register
+
+__all__ = ["NaiveMethod"]
+
+
+class NaiveMethod(Method):
+    """Avalanche's ``Naive``: fine-tuning, nothing stored."""
+
+    exemplars = "never"
+
+    def build(self, n_exemplars, setting, options=None):  # noqa: D102
+        model = setting.model()
+        return _Naive(
+            model=model,
+            optimizer=setting.optimizer(model),
+            criterion=nn.CrossEntropyLoss(),
+            **setting.template_args(),
+        )
+
+
+register(NaiveMethod("naive"))
