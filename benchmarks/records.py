@@ -20,7 +20,7 @@ from typing import Any
 # (``benchmarks.<name>.markdown``). Here, not in the docs extension, so that the tests
 # can check a record against it without the docs toolchain installed.
 RECORD_SCRIPTS = ("store_memory", "teacher_memory", "digits_variants", "phase_times",
-                  "joint_plateau")
+                  "joint_plateau", "teacher_build")
 
 
 def header(benchmark: str, argv: list[str] | None) -> dict[str, Any]:
