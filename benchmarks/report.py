@@ -151,20 +151,24 @@ def markdown(rows: list[dict[str, Any]], records: list[dict[str, Any]] | None = 
             f"{r['exemplar_bytes'] / 1024:.0f} | "
             f"{other_bytes(r) / 1024:.0f} | {r['stored_total'] / 1024:.0f} |"
         )
-    head = [r for r in rows if r["kind"] == "headline"]
-    keys = sorted({(r["class_order"], r["stream"], r["budget"]) for r in head})
-    for order, stream, budget in keys:
-        group = [
-            r
-            for r in head
-            if (r["class_order"], r["stream"], r["budget"]) == (order, stream, budget)
-        ]
+    def step_group(r: dict[str, Any]) -> tuple:
+        # headline: one table per exemplar budget; memory: one per total, every method's
+        # budget (what the total bought it) in it
+        size = r["budget"] if r["kind"] == "headline" else r["total_memory"]
+        return r["kind"], r["class_order"], r["stream"], size
+
+    stepped: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["kind"] in ("headline", "memory"):
+            stepped.setdefault(step_group(r), []).append(r)
+    for (kind, order, stream, amount), group in sorted(stepped.items()):
+        size = f"{amount} exemplars" if kind == "headline" else f"{amount:,} bytes in all"
         steps = len(group[0]["new_accuracy_per_step"])
         lines += [
             "",
-            f"**headline, stream {stream}, {order} class order, {budget} exemplars: old / "
-            "new-class "
-            "accuracy after each step** (mean over the seeds run)",
+            f"**{kind}, stream {stream}, {order} class order, {size}: old / new-class "
+            "accuracy after each step** (mean over the seeds run; new: the step's own "
+            "classes, just learned)",
             "",
             "| method | " + " | ".join(f"step {t + 1}" for t in range(steps)) + " |",
             "|---|" + "---|" * steps,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks import compare, runs
+from benchmarks import compare, report, runs
 
 TINY = ["--streams", "2x5", "--seeds", "0", "--epochs", "1", "--train-per-class", "6",
         "--test-per-class", "3", "--batch-size", "16", "--width", "4", "--preset", "quick"]
@@ -354,3 +354,28 @@ def test_cosine_schedule_anneals_each_experience_and_starts_again(fmnist_root, m
     assert rates["cosine"] == pytest.approx([0.05, 0.025, 0.05, 0.025])  # T_max = 2 epochs
     with pytest.raises(ValueError, match="learning-rate schedule"):
         runs.lr_schedule_plugins("step", None, 2)
+
+
+def test_memory_report_has_one_step_table_per_total_with_every_method():
+    def record(method, budget, total, new, seed):
+        return dict(
+            kind="memory", method=method, variant=method, class_order="permuted",
+            stream="5x2", seed=seed, total_memory=total, budget=budget,
+            accuracy=[new[0], 0.7], old_accuracy=[None, 0.6], new_accuracy=new,
+            forgetting=[0.0, 0.3], average_incremental_accuracy=0.8, final_accuracy=0.7,
+            final_old_accuracy=0.6, wall_time_s=1.0, snapshot_bytes=0,
+            exemplar_bytes=budget * 784, model_bytes=1, stored_total=total,
+            stored_bytes=dict.fromkeys(("validation", "logits", "other"), 0),
+        )
+
+    records = [
+        record("m2kd", 90, 1000, [0.9, 0.80], 0), record("m2kd", 90, 1000, [0.9, 0.70], 1),
+        record("replay", 100, 1000, [0.9, 0.95], 0), record("m2kd", 190, 2000, [0.9, 0.5], 0),
+    ]
+    text = report.markdown(report.summarize(records))
+    one = text.split("5x2, permuted class order, 1,000 bytes in all: old / new-class")[1]
+    one = one.split("**")[1]
+    # both methods of the total, each at the budget its bytes bought; seeds averaged
+    assert "| m2kd | – / 0.90 | 0.60 / 0.75 |" in one
+    assert "| replay | – / 0.90 | 0.60 / 0.95 |" in one
+    assert "2,000 bytes in all: old / new-class" in text
