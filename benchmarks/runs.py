@@ -375,8 +375,6 @@ def jobs_of(cfg: argparse.Namespace) -> list[Job]:
     return jobs
 
 
-
-
 def run_and_write(job: Job, cfg: argparse.Namespace, path: Path) -> str:
     """Run one job, write its record atomically, and return its summary line."""
     kind, name, options, budget, stream, seed = job
