@@ -6,8 +6,9 @@ Snapshot ``k`` is the model as it stood at the end of experience ``k`` (0-based)
 the store's *storage* object (:mod:`avalanche_m2kd.storage`): nested owner indices
 (the default, the paper's memory idea), pruned copies or full copies. The store holds
 what they share: the binding to the live model, the classes of each experience, the
-snapshot records, the teachers built from them (cached or not) and the per-step cache
-of their outputs (:meth:`SnapshotStore.run_teacher`), and its ``state_dict``.
+snapshot records, the teachers built from them (cached or not), the per-step and
+per-sample caches of their outputs (:meth:`SnapshotStore.run_teacher`), and its
+``state_dict``.
 
 *Prunable* weights are the ``weight`` tensors of convolution and linear layers
 outside the classifier head (:func:`prunable_weight_names`); everything else in the
@@ -29,6 +30,7 @@ from avalanche_m2kd.batched_teachers import TeacherBatching, TeacherStacks
 from avalanche_m2kd.features import find_head
 from avalanche_m2kd.frozen_teacher import FrozenTeacher, TeacherBatchNorm
 from avalanche_m2kd.frozen_teacher import validate_teacher_dtype as validate_teacher_dtype
+from avalanche_m2kd.output_cache import SampleOutputCache
 from avalanche_m2kd.storage import NestedStorage, SnapshotMode, SnapshotStorage, make_storage
 
 # FrozenTeacher, TeacherBatchNorm, validate_teacher_dtype (avalanche_m2kd.frozen_teacher)
@@ -76,6 +78,8 @@ class SnapshotStore:
         storage: the storage object.
         classes: ``classes[k]`` are the class ids introduced by experience ``k``.
         prunable: the names of the bound model's prunable weights.
+        output_cache: the :class:`~avalanche_m2kd.output_cache.SampleOutputCache` of the
+            teachers run with ``batch_norm="running"``, emptied by :meth:`record`.
 
     Example:
         >>> store = SnapshotStore("full")
@@ -103,6 +107,7 @@ class SnapshotStore:
         self._feature_specs: list[str] = []
         self._step_outputs: dict[tuple, tuple[Tensor, int, tuple[Tensor, dict[str, Tensor]]]] = {}
         self._stacks: Any | None = None  # batched_teachers.TeacherStacks, for run_teachers
+        self.output_cache = SampleOutputCache()
         self.cache_teachers = cache_teachers
 
     @property
@@ -159,11 +164,16 @@ class SnapshotStore:
             )
         self.storage.bind(model, self.head_name, prunable)
         self.prunable = prunable
+        if model is not self._model:  # nested teachers are read from the live weights
+            self.output_cache.clear()
         self._model = model
 
     def capture_features(self, specs: Sequence[str]) -> None:
         """Make every teacher capture these layer specs (for feature distillation)."""
-        self._feature_specs += [s for s in specs if s not in self._feature_specs]
+        new = [s for s in specs if s not in self._feature_specs]
+        if new:  # kept rows lack the new features
+            self.output_cache.clear()
+        self._feature_specs += new
         for teacher in self._teachers.values():
             teacher.capture(self._feature_specs)
 
@@ -231,6 +241,7 @@ class SnapshotStore:
         self._records.append(self.storage.encode(model, self.head_name, self.prunable, seen))
         self.classes.append(seen[-1])
         self.release_teachers()
+        self.output_cache.clear()
 
     # ----------------------------------------------------------------- teachers
     def teacher(self, k: int) -> FrozenTeacher:
@@ -290,7 +301,12 @@ class SnapshotStore:
         key = (k, batch_norm, dtype)
         if self._ran_this_step(k, x, batch_norm, dtype):
             return self._step_outputs[key][2]
-        out = self.teacher(k).run(x, batch_norm, dtype)
+
+        def forward(v: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+            return self.teacher(k).run(v, batch_norm, dtype)
+
+        cache = self.output_cache.run if batch_norm == "running" else None  # per sample
+        out = forward(x) if cache is None else cache((k, dtype), x, forward)
         self._step_outputs[key] = (x, x._version, out)
         return out
 
@@ -309,10 +325,11 @@ class SnapshotStore:
         :mod:`avalanche_m2kd.batched_teachers`: same results to float rounding, same
         features) and keep their outputs for the step as :meth:`run_teacher` does.
         With :attr:`cache_teachers` off they run in the loop (batching needs every
-        teacher held at once).
+        teacher held at once) or :attr:`output_cache` applies (``batch_norm="running"``).
         """
         todo = [k for k in dict.fromkeys(ids) if not self._ran_this_step(k, x, batch_norm, dtype)]
-        if batching != "loop" and self._cache_teachers and len(todo) > 1:
+        batched = batching != "loop" and self._cache_teachers and len(todo) > 1
+        if batched and not (self.output_cache.enabled and batch_norm == "running"):
             if self._stacks is None:
                 self._stacks = TeacherStacks()
             teachers = [self.teacher(k) for k in range(len(self))]
@@ -349,13 +366,14 @@ class SnapshotStore:
         :attr:`cache_teachers` off: the owner indices, 1 byte per prunable weight),
         and the stacked copies :meth:`run_teachers` makes for ``batching="vmap"``.
         With caching on, ``T`` snapshots hold up to ``T`` dense models (``2T`` with
-        ``vmap``); off, at most one plus the owners.
+        ``vmap``); off, at most one plus the owners. The rows of
+        :attr:`output_cache` count too.
         """
         dense = sum(t.nbytes() for t in self._teachers.values())
         stacked = (
             self._stacks.nbytes() if self._stacks is not None else 0
         )  # teacher_batching="vmap"
-        return dense + stacked + self.storage.cache_nbytes()
+        return dense + stacked + self.storage.cache_nbytes() + self.output_cache.nbytes()
 
     # ------------------------------------------------------------ accounting
     def nbytes(self) -> int:
@@ -427,5 +445,6 @@ class SnapshotStore:
         self.prunable = list(state["prunable"])
         self._records = [dict(s) for s in state["snapshots"]]
         self.release_teachers()
+        self.output_cache.clear()
         if self._model is not None:
             self.bind(self._model)

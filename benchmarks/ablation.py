@@ -123,4 +123,16 @@ ABLATION: dict[str, dict[str, Any]] = {
     "defaults, no distillation, no fine-tune after pruning": dict(
         mm_weight=0.0, feat_weight=0.0, post_prune_epochs=0
     ),
+    # Capacity for the late experiences (the keep search falls back to the fair keep on
+    # most experiences, so the last one trains 20-30% of the weights):
+    "defaults, keep 10% of the free weights each experience": dict(prune_ratio=0.9),
+    "defaults, keep 5% of the free weights each experience": dict(prune_ratio=0.95),
+    "defaults, teachers with running BN statistics": dict(teacher_bn="running"),
+    # M2KD's own replay (herding buffer, logit adjustment) with nothing pruned or frozen:
+    "defaults, full copies, no distillation": dict(
+        snapshot_mode="full", mm_weight=0.0, feat_weight=0.0
+    ),
+    "defaults, faithful keep with a 0.1 drop": dict(
+        prune_ratio=FaithfulKeep(max_drop=0.1).plain()
+    ),
 }

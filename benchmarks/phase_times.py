@@ -30,7 +30,8 @@ method's wall time over Replay's (``--baseline``), and writes the record with ``
 
 The options after the script's own (``--methods``, ``--stream``, ``--seed``,
 ``--exemplars``, ``--total-memory``, ``--baseline``, ``--out``) are ``compare run``'s
-(``--preset``, ``--train-per-class``, ``--epochs``, ...).
+(``--preset``, ``--train-per-class``, ``--epochs``, ...); its ``--variants`` times M2KD's
+ablation variants too, after the methods, each as a row ``m2kd: <variant>``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from avalanche_m2kd.exemplars import ClassBalancedBuffer
 from avalanche_m2kd.plugins import nested_training
 from avalanche_m2kd.snapshots import SnapshotStore
 from benchmarks import compare, records, runs
+from benchmarks.ablation import ABLATION
 from benchmarks.data_sets import DATA_SETS
 
 #: The phases, in the order they are printed (see the module docstring).
@@ -215,21 +217,25 @@ def instrumented(clock: PhaseClock) -> Iterator[None]:
 
 
 def time_run(method: str, cfg: argparse.Namespace, stream: str, seed: int,
-             exemplars: int, total_memory: int | None) -> dict[str, Any]:
-    """One harness run of ``method``, timed by phase: its seconds per phase, its wall
-    time, and its accuracies (the run's record, less its matrix)."""
+             exemplars: int, total_memory: int | None,
+             variant: str | None = None) -> dict[str, Any]:
+    """One harness run of ``method`` (or of M2KD's ablation ``variant``), timed by phase:
+    its seconds per phase, its wall time, and its accuracies (the run's record, less
+    its matrix). A variant's row is named ``m2kd: <variant>``."""
     clock = PhaseClock()
+    options = None if variant is None else ABLATION[variant]
     with instrumented(clock):
         start = time.perf_counter()
-        record = runs.run_one(method, exemplars, stream, seed, cfg,
-                                 total_memory=total_memory, plugins=(PhasePlugin(clock),))
+        record = runs.run_one(method, exemplars, stream, seed, cfg, options=options,
+                              variant=variant, total_memory=total_memory,
+                              plugins=(PhasePlugin(clock),))
         wall = time.perf_counter() - start
     if clock._open:  # a hook that did not fire: the figures would be wrong
         raise RuntimeError(f"phases left open after the run: {clock._open}")
     seconds = dict(clock.seconds)
     seconds["other"] = wall - sum(v for k, v in seconds.items() if k != "other")
     return dict(
-        method=method,
+        method=method if variant is None else f"{method}: {variant}",
         wall_s=wall,
         seconds=seconds,
         budget=record.get("budget"),
@@ -290,10 +296,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   test_images_per_class=cfg.test_per_class, epochs=cfg.epochs,
                   backbone=cfg.backbone, batch_size=cfg.batch_size,
                   threads=torch.get_num_threads(), torch=torch.__version__, runs=[])
-    for method in args.methods:
-        print(f"{method} ...", flush=True)
+    jobs = [(method, None) for method in args.methods]
+    jobs += [("m2kd", variant) for variant in cfg.variants or ()]
+    for method, variant in jobs:
+        print(f"{method if variant is None else variant} ...", flush=True)
         record["runs"].append(time_run(method, cfg, args.stream, args.seed, args.exemplars,
-                                       args.total_memory))
+                                       args.total_memory, variant))
     print(markdown(record))
     if args.out:
         records.write(json.loads(json.dumps(record)), args.out)

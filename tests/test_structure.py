@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "training",
         "checkpoint_format",
         "checkpoint_files",
+        "output_cache",
         "storage",
         "storage.base",
         "storage.nested",
