@@ -66,7 +66,8 @@ class SampleOutputCache:
             not kept; the rows kept stay usable.
 
     Attributes:
-        hits, misses: samples found and samples run, since the last :meth:`clear`.
+        hits: samples found, since the last :meth:`clear`.
+        misses: samples run through the teacher, since the last :meth:`clear`.
         enabled: whether rows are kept and looked up (default ``True``); with
             ``False``, :meth:`run` is ``forward(x)``. Setting it to ``False`` frees
             the rows kept.

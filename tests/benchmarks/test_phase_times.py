@@ -68,3 +68,13 @@ def test_runs_split_into_phases(fmnist_root, tmp_path, capsys, rendered):
     assert sizes == (6, 3, 1)
     table = capsys.readouterr().out
     assert "| m2kd |" in table and "| replay |" in table and "/ replay" in table
+
+
+def test_ablation_variants_are_timed_after_the_methods(fmnist_root, capsys):
+    variant = "defaults, teachers with running BN statistics"
+    record = phase_times.main(["--root", str(fmnist_root), "--methods", "replay",
+                               "--variants", variant, *TINY])
+    names = [r["method"] for r in record["runs"]]
+    assert names == ["replay", f"m2kd: {variant}"]
+    assert record["runs"][1]["seconds"]["teachers"] > 0
+    assert f"| m2kd: {variant} |" in capsys.readouterr().out
