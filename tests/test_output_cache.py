@@ -160,3 +160,19 @@ def test_training_with_the_cache_equals_training_without(digits_images, conv_net
     assert n_cached < n_fresh / 2  # three epochs: the teacher runs on each sample once
     for name, value in fresh.items():
         torch.testing.assert_close(cached[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_keys_are_made_once_per_input_and_follow_in_place_changes(monkeypatch):
+    from avalanche_m2kd import output_cache
+
+    made = []
+    original = output_cache.sample_keys
+    monkeypatch.setattr(output_cache, "sample_keys", lambda x: made.append(1) or original(x))
+    cache = SampleOutputCache()
+    x = torch.ones(3, 2)
+    for teacher in ("a", "b", "c"):
+        cache.run(teacher, x, lambda v: (v.sum(1, keepdim=True), {}))
+    assert len(made) == 1
+    x.mul_(2)  # the same tensor, new values: new keys, new outputs
+    out, _ = cache.run("a", x, lambda v: (v.sum(1, keepdim=True), {}))
+    assert len(made) == 2 and out.flatten().tolist() == [4.0, 4.0, 4.0]
