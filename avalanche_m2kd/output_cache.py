@@ -25,6 +25,8 @@ from collections.abc import Callable, Hashable
 import torch
 from torch import Tensor
 
+from avalanche_m2kd.options import check_bool, check_int
+
 __all__ = ["SampleOutputCache", "sample_keys"]
 
 #: What a teacher gives for a mini-batch: its logits and its captured features by spec.
@@ -88,11 +90,7 @@ class SampleOutputCache:
     """
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ValueError(
-                f"Expected argument `max_bytes` to be an int >= 0, but got {max_bytes!r}"
-            )
-        self.max_bytes = max_bytes
+        self.max_bytes = check_int(max_bytes, "max_bytes")
         self._rows: dict[Hashable, dict[bytes, tuple[Tensor, dict[str, Tensor]]]] = {}
         self._nbytes = 0
         self.hits = self.misses = 0
@@ -107,9 +105,7 @@ class SampleOutputCache:
 
     @enabled.setter
     def enabled(self, value: bool) -> None:
-        if not isinstance(value, bool):
-            raise ValueError(f"Expected argument `enabled` to be a bool, but got {value!r}")
-        self._enabled = value
+        self._enabled = check_bool(value, "enabled")
         if not value:
             self.clear()
 

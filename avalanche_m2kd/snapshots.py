@@ -30,6 +30,7 @@ from avalanche_m2kd.batched_teachers import TeacherBatching, TeacherStacks
 from avalanche_m2kd.features import find_head
 from avalanche_m2kd.frozen_teacher import FrozenTeacher, TeacherBatchNorm
 from avalanche_m2kd.frozen_teacher import validate_teacher_dtype as validate_teacher_dtype
+from avalanche_m2kd.options import check_bool
 from avalanche_m2kd.output_cache import SampleOutputCache
 from avalanche_m2kd.storage import NestedStorage, SnapshotMode, SnapshotStorage, make_storage
 
@@ -136,9 +137,7 @@ class SnapshotStore:
 
     @cache_teachers.setter
     def cache_teachers(self, value: bool) -> None:
-        if not isinstance(value, bool):
-            raise ValueError(f"Expected argument `cache_teachers` to be a bool, but got {value!r}")
-        self._cache_teachers = value
+        self._cache_teachers = check_bool(value, "cache_teachers")
         self.storage.release_cache()
         if not value:
             self.release_teachers()
