@@ -12,13 +12,16 @@ from typing import Any
 
 from avalanche_m2kd.pruning import FaithfulKeep
 from benchmarks.backbones import FEATURE_STAGES
-from benchmarks.past_defaults import on_01
+from benchmarks.past_defaults import on_01, on_02
 
 __all__ = ["ABLATION", "FAITHFUL_KEEP", "late_shares"]
 
 #: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults (nested
-#: store, ``own`` slice, head-input features, batch-statistics teachers, logit
-#: adjustment; the defaults themselves are the headline's ``m2kd``). ``teacher_dtype``
+#: store, ``own`` slice, head-input features, logit adjustment). The ``"defaults"``
+#: variants ran under 0.2's defaults, with batch-statistics teachers, and spell that
+#: out (:func:`~benchmarks.past_defaults.on_02`); today's defaults, with
+#: running-statistics teachers, are ``"defaults, teachers with running BN statistics"``
+#: and the headline's ``m2kd``. ``teacher_dtype``
 #: and ``mixed_precision`` are names of ``torch`` dtypes (records are JSON), turned
 #: into dtypes by :class:`benchmarks.methods.m2kd.M2KDMethod`. The component
 #: variants fix ``teacher_slice="cumulative"``: they were measured before ``own``
@@ -46,11 +49,11 @@ _DENSE = dict(restore_released_at="end_of_experience")
 #: The nested store's and the feature term's at their 0.2 values, for the variants measured
 #: on top of 0.2 (each sets ``logit_adjustment`` itself). Those measured before 0.2 are
 #: built with :func:`benchmarks.past_defaults.on_01`.
-_DEFAULTS_02 = dict(prune_ratio=FAITHFUL_KEEP, feat_weight=0.1, **_DENSE)
+_DEFAULTS_02 = dict(prune_ratio=FAITHFUL_KEEP, feat_weight=0.1, teacher_bn="batch", **_DENSE)
 
 
 ABLATION: dict[str, dict[str, Any]] = {
-    "defaults": {},
+    "defaults": on_02(),
     "0.1 defaults (fair shares, sparse between experiences, feature weight 1)": on_01(),
     "nested, no feature term": on_01(feat_weight=0.0),
     **{
@@ -115,24 +118,24 @@ ABLATION: dict[str, dict[str, Any]] = {
         snapshot_mode="full", teacher_bn="running", **_CUM
     ),
     # Where the defaults' final accuracy goes in the evidence regime (each one change):
-    "defaults, no distillation": dict(mm_weight=0.0, feat_weight=0.0),
-    "defaults, no feature term": dict(feat_weight=0.0),
-    "defaults, last teacher only": dict(teachers="last"),
-    "defaults, pruned copies": dict(snapshot_mode="pruned"),
-    "defaults, no fine-tune after pruning": dict(post_prune_epochs=0),
-    "defaults, no distillation, no fine-tune after pruning": dict(
+    "defaults, no distillation": on_02(mm_weight=0.0, feat_weight=0.0),
+    "defaults, no feature term": on_02(feat_weight=0.0),
+    "defaults, last teacher only": on_02(teachers="last"),
+    "defaults, pruned copies": on_02(snapshot_mode="pruned"),
+    "defaults, no fine-tune after pruning": on_02(post_prune_epochs=0),
+    "defaults, no distillation, no fine-tune after pruning": on_02(
         mm_weight=0.0, feat_weight=0.0, post_prune_epochs=0
     ),
     # Capacity for the late experiences (the keep search falls back to the fair keep on
     # most experiences, so the last one trains 20-30% of the weights):
-    "defaults, keep 10% of the free weights each experience": dict(prune_ratio=0.9),
-    "defaults, keep 5% of the free weights each experience": dict(prune_ratio=0.95),
-    "defaults, teachers with running BN statistics": dict(teacher_bn="running"),
+    "defaults, keep 10% of the free weights each experience": on_02(prune_ratio=0.9),
+    "defaults, keep 5% of the free weights each experience": on_02(prune_ratio=0.95),
+    "defaults, teachers with running BN statistics": on_02(teacher_bn="running"),
     # M2KD's own replay (herding buffer, logit adjustment) with nothing pruned or frozen:
-    "defaults, full copies, no distillation": dict(
+    "defaults, full copies, no distillation": on_02(
         snapshot_mode="full", mm_weight=0.0, feat_weight=0.0
     ),
-    "defaults, faithful keep with a 0.1 drop": dict(
+    "defaults, faithful keep with a 0.1 drop": on_02(
         prune_ratio=FaithfulKeep(max_drop=0.1).plain()
     ),
 }

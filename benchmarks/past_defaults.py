@@ -1,9 +1,10 @@
-"""M2KD's option values of 0.1 that 0.2 changed, for variants measured before 0.2.
+"""M2KD's option values that later releases changed, for variants measured before them.
 
-A variant measured under 0.1's defaults spells these out (its own options win), so its
-record is reproduced by the variant whatever today's defaults are. The benchmark
-scripts whose committed records ran under 0.1 (``compare``'s ablation variants,
-``digits_variants``) build those variants with :func:`on_01`.
+A variant measured under 0.1's (or 0.2's) defaults spells these out (its own options
+win), so its record is reproduced by the variant whatever today's defaults are. The
+benchmark scripts whose committed records ran under 0.1 (``compare``'s ablation
+variants, ``digits_variants``) build those variants with :func:`on_01`; the ablation
+variants measured under 0.2 with :func:`on_02`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 #: 0.1's values of the options of every store that 0.2 changed.
-DEFAULTS_01_ANY_STORE: dict[str, Any] = dict(feat_weight=1.0, logit_adjustment=1.0)
+DEFAULTS_01_ANY_STORE: dict[str, Any] = dict(feat_weight=1.0, logit_adjustment=1.0,
+                                              teacher_bn="batch")
+#: 0.2's values that 0.3 changed: teachers on the mini-batch's BatchNorm statistics.
+DEFAULTS_02: dict[str, Any] = dict(teacher_bn="batch")
 #: 0.1's values of the nested store's own options that 0.2 changed.
 DEFAULTS_01_NESTED: dict[str, Any] = dict(prune_ratio="fair", restore_released_at="next_experience")
 
@@ -20,10 +24,21 @@ def on_01(**options: Any) -> dict[str, Any]:
     """``options`` over 0.1's defaults (the nested store's only where the store is nested).
 
     Example:
-        >>> on_01(snapshot_mode="full", feat_weight=0.0)
-        {'feat_weight': 0.0, 'logit_adjustment': 1.0, 'snapshot_mode': 'full'}
+        >>> options = on_01(snapshot_mode="full", feat_weight=0.0)
+        >>> options["feat_weight"], options["teacher_bn"], "prune_ratio" in options
+        (0.0, 'batch', False)
         >>> sorted(on_01())
-        ['feat_weight', 'logit_adjustment', 'prune_ratio', 'restore_released_at']
+        ['feat_weight', 'logit_adjustment', 'prune_ratio', 'restore_released_at', 'teacher_bn']
     """
     nested = options.get("snapshot_mode", "nested") == "nested"
     return {**DEFAULTS_01_ANY_STORE, **(DEFAULTS_01_NESTED if nested else {}), **options}
+
+
+def on_02(**options: Any) -> dict[str, Any]:
+    """``options`` over 0.2's defaults: batch-statistics teachers unless they say otherwise.
+
+    Example:
+        >>> on_02(feat_weight=0.0)
+        {'teacher_bn': 'batch', 'feat_weight': 0.0}
+    """
+    return {**DEFAULTS_02, **options}

@@ -450,7 +450,7 @@ FORMAT1 = ROOT / "tests" / "data" / "checkpoint_format1.pt"
 
 #: 0.1.0's defaults that later releases changed, which the checkpoint's configuration holds.
 DEFAULTS_01 = dict(prune_ratio="fair", restore_released_at="next_experience", feat_weight=1.0,
-                   logit_adjustment=1.0)
+                   logit_adjustment=1.0, teacher_bn="batch")
 
 
 def _format1_strategy(**changes):

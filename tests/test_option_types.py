@@ -214,11 +214,11 @@ def test_plugins_take_their_part_of_the_objects():
     )
     ml = MultiLevelDistillationPlugin.from_options(distillation, store=store)
     assert (ml.feature_layers, ml.loss, ml.teachers, ml.weight, ml.teacher_bn) == (
-        ["2"], "mse", "all", 2.0, "batch"
+        ["2"], "mse", "all", 2.0, "running"
     )
     with pytest.raises(ValueError,
-                       match=r"either `teacher_options` or the keywords.*teacher_bn='running'"):
-        MultiModelDistillationPlugin(teacher_bn="running", teacher_options=TeacherOptions())
+                       match=r"either `teacher_options` or the keywords.*teacher_bn='batch'"):
+        MultiModelDistillationPlugin(teacher_bn="batch", teacher_options=TeacherOptions())
 
 
 @pytest.mark.parametrize("prune_ratio", ["fair", 0.5, (0.5, 0.25)])
