@@ -95,3 +95,6 @@ class DERMethod(Method):
 
 
 register(DERMethod("der"))
+# the paper's training: the whole fixed head in every loss, unseen units masked in the
+# predictions only (the Peers page compares it with "der")
+register(DERMethod("der-eval-mask", mask_unseen="eval"))

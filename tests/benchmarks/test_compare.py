@@ -46,6 +46,7 @@ def test_run_and_report(fmnist_root, tmp_path, capsys):
         ("icarl", 10),
         ("er-ace", 10),
         ("der", 10),
+        ("der-eval-mask", 10),
         ("bic", 10),
         ("bic-union", 10),
         ("m2kd", 10),

@@ -71,7 +71,7 @@ def _trained(name: str, n_exemplars: int):
 def test_registry_holds_every_headline_method_and_builds_each():
     assert list(METHODS) == [
         "naive", "replay", "replay-la", "replay-la-0.75", "lwf", "lwf-la", "icarl", "er-ace",
-        "der", "bic", "bic-union", "m2kd", "m2kd-full",
+        "der", "der-eval-mask", "bic", "bic-union", "m2kd", "m2kd-full",
     ]
     for name, method in METHODS.items():
         assert isinstance(method, Method) and method.name == name
