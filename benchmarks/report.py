@@ -346,6 +346,20 @@ def plot_memory(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def compute_line(records: list[dict[str, Any]]) -> str:
+    """What regenerating ``records`` costs: their number and their wall times summed.
+
+    Each run takes one core (``OMP_NUM_THREADS=1``), so ``--workers 2`` on two cores
+    takes about half the sum. The times are as run, so a shared machine's load is in
+    them.
+
+    >>> compute_line([{"wall_time_s": 3600.0}, {"wall_time_s": 1800.0}])
+    '2 runs, 1.50 h of wall time summed (one core each)'
+    """
+    hours = sum(r["wall_time_s"] for r in records) / 3600
+    return f"{len(records)} runs, {hours:.2f} h of wall time summed (one core each)"
+
+
 def write_report(out: Path) -> list[Path]:
     """Write ``results.md`` and ``results.json`` from the records under ``out/runs``,
     ``results.png`` (per-step accuracy, when there are exemplar-count runs) and
@@ -365,6 +379,7 @@ def write_report(out: Path) -> list[Path]:
     paired = paired_markdown([r for r in records if r["kind"] == "memory"])
     if paired:
         text += "\n**Paired by seed, at equal total memory**\n" + paired
+    text += f"\n**Compute**: {compute_line(records)}.\n"
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     written = [out / "results.md", out / "results.json"]

@@ -83,6 +83,8 @@ def test_run_and_report(fmnist_root, tmp_path, capsys):
     assert len(rows) == len(expected)
     table = (out / "results.md").read_text()
     assert "| m2kd | 10 |" in table and "avg. incr. acc." in table and "fixed class order" in table
+    hours = sum(r["wall_time_s"] for r in records) / 3600
+    assert f"**Compute**: {len(records)} runs, {hours:.2f} h of wall time summed" in table
     png = (out / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
