@@ -329,7 +329,7 @@ def option_parameters(*groups: type[OptionGroup] | OptionGroup) -> list[inspect.
 
     Example:
         >>> print(option_parameters(TeacherOptions)[0])
-        teacher_bn: Literal['batch', 'running'] = 'batch'
+        teacher_bn: Literal['batch', 'running'] = 'running'
         >>> print(option_parameters(TeacherOptions)[1])
         teacher_dtype: torch.dtype | None = None
     """

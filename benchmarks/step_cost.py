@@ -113,6 +113,7 @@ def make_steps(
     teachers_first: bool = True,
     teacher_batching: str = "loop",
     device: str = "cpu",
+    teacher_bn: str = "batch",
 ) -> SimpleNamespace:
     """A seeded ResNet-32, its store of ``n_teachers`` snapshots and the step functions.
 
@@ -133,6 +134,10 @@ def make_steps(
         teacher_batching: the plugins' option (``"loop"``, ``"vmap"``, ``"streams"``).
         device: where the model, teachers and mini-batches live; on CUDA every step
             ends with ``torch.cuda.synchronize()``.
+        teacher_bn: the plugins' option; ``"batch"`` (default here, 0.2's default, the
+            one these records ran with), so every step runs its teachers. With
+            ``"running"`` the store's output cache serves the repeated mini-batches
+            and a step measures cache hits.
 
     Returns:
         ``student``, ``teacher`` (one forward), ``m2kd`` and ``floor`` steps, the
@@ -187,9 +192,14 @@ def make_steps(
         teacher_sample=teacher_sample,
         teacher_dtype=teacher_dtype,
         teacher_batching=teacher_batching,
+        teacher_bn=teacher_bn,
     )
     feature_plugin = MultiLevelDistillationPlugin(
-        store=store, head_name=HEAD, teacher_dtype=teacher_dtype, teacher_batching=teacher_batching
+        store=store,
+        head_name=HEAD,
+        teacher_dtype=teacher_dtype,
+        teacher_batching=teacher_batching,
+        teacher_bn=teacher_bn,
     )
     logit_plugin.before_training_exp(strategy)
     feature_plugin.before_training_exp(strategy)
