@@ -347,17 +347,18 @@ def plot_memory(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def compute_line(records: list[dict[str, Any]]) -> str:
-    """What regenerating ``records`` costs: their number and their wall times summed.
+    """What regenerating ``records`` costs: the runs trained and their wall times summed.
 
     Each run takes one core (``OMP_NUM_THREADS=1``), so ``--workers 2`` on two cores
     takes about half the sum. The times are as run, so a shared machine's load is in
-    them.
+    them. Over-budget records (nothing trained) are not counted.
 
-    >>> compute_line([{"wall_time_s": 3600.0}, {"wall_time_s": 1800.0}])
+    >>> compute_line([{"wall_time_s": 3600.0}, {"wall_time_s": 1800.0}, {"over_budget": True}])
     '2 runs, 1.50 h of wall time summed (one core each)'
     """
-    hours = sum(r["wall_time_s"] for r in records) / 3600
-    return f"{len(records)} runs, {hours:.2f} h of wall time summed (one core each)"
+    trained = [r for r in records if not r.get("over_budget")]
+    hours = sum(r["wall_time_s"] for r in trained) / 3600
+    return f"{len(trained)} runs, {hours:.2f} h of wall time summed (one core each)"
 
 
 def write_report(out: Path) -> list[Path]:
