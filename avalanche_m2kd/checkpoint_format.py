@@ -76,8 +76,26 @@ def read_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
     """A saved ``m2kd_config`` as today's code reads it.
 
     avalanche-m2kd 0.1 held ``prune_ratio=None`` for its default (``"fair"`` with nested
-    storage, else 0.5); later ones hold the value that ran.
+    storage, else 0.5); later ones hold the value that ran. Before 0.3 every BatchNorm
+    re-estimation and keep search used the whole pass over the loader: a config
+    without ``recalibrate_samples`` (or a ``faithful_keep`` without ``samples``) ran
+    with ``None``.
+
+    Example:
+        >>> config = read_config({"prune_ratio": {"faithful_keep": {"max_drop": 0.02}}})
+        >>> config["prune_ratio"], config["recalibrate_samples"]
+        ({'faithful_keep': {'max_drop': 0.02, 'samples': None}}, None)
     """
-    if not config or "prune_ratio" not in config or config["prune_ratio"] is not None:
+    if not config:
         return config
-    return {**config, "prune_ratio": "fair" if config.get("snapshot_mode") == "nested" else 0.5}
+    config = dict(config)
+    if "prune_ratio" in config:
+        config.setdefault("recalibrate_samples", None)
+        ratio = config["prune_ratio"]
+        if ratio is None:
+            nested = config.get("snapshot_mode") == "nested"
+            config["prune_ratio"] = "fair" if nested else 0.5
+        elif isinstance(ratio, dict) and "faithful_keep" in ratio:
+            config["prune_ratio"] = {"faithful_keep": {**ratio["faithful_keep"]}}
+            config["prune_ratio"]["faithful_keep"].setdefault("samples", None)
+    return config

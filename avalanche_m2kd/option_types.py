@@ -168,6 +168,10 @@ class SnapshotOptions(OptionGroup):
         recalibrate_bn: ``nested``: re-estimate the BatchNorm running statistics of
             the pruned model on the experience's training mini-batches before its
             snapshot is recorded (default True).
+        recalibrate_samples: ``nested``: each of those re-estimations uses the first
+            mini-batches of a pass over the experience's training loader, whole
+            mini-batches until at least this many samples (an int >= 1); ``None``
+            (default): the whole pass.
     """
 
     argument: ClassVar[str] = "snapshot_options"
@@ -177,6 +181,7 @@ class SnapshotOptions(OptionGroup):
     post_prune_epochs: int | None = None
     restore_released_at: ReleasedRestore = "end_of_experience"
     recalibrate_bn: bool = True
+    recalibrate_samples: int | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.snapshot_mode, SnapshotMode, "snapshot_mode")
@@ -187,6 +192,8 @@ class SnapshotOptions(OptionGroup):
             check_int(self.post_prune_epochs, "post_prune_epochs", minimum=0)
         check_choice(self.restore_released_at, ReleasedRestore, "restore_released_at")
         check_bool(self.recalibrate_bn, "recalibrate_bn")
+        if self.recalibrate_samples is not None:
+            check_int(self.recalibrate_samples, "recalibrate_samples", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

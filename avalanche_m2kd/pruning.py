@@ -51,15 +51,20 @@ class FaithfulKeep:
     the fair share. What an experience leaves free is left to the later ones, and
     the last experience keeps all that is left, as with ``"fair"``.
     :func:`avalanche_m2kd.keep_search.smallest_faithful_keep` does the measuring. Its
-    cost, once per experience: one pass of the experience's training mini-batches held
-    on the device, and for the dense model and each share tried a copy of the model,
-    a BatchNorm re-estimation pass and an evaluation pass over them.
+    cost, once per experience: the experience's training mini-batches it measures on
+    (:attr:`samples` of them) held on the device, and for the dense model and each
+    share tried a copy of the model, a BatchNorm re-estimation pass and an evaluation
+    pass over them.
 
     Args:
         max_drop: the accuracy a snapshot may lose on its own classes, in
             ``[0, 1]`` (default 0.02, ours).
         shares: parts of the fair keep to try, each in ``(0, 1)``, kept sorted
             (default 1/8, 1/4, 1/2, ours).
+        samples: measure on the first mini-batches of one pass over the experience's
+            training loader (which shuffles: a random subset, new and replayed
+            samples as trained), whole mini-batches until at least this many
+            samples, an int >= 1; ``None`` (default): the whole pass.
 
     Example:
         >>> FaithfulKeep().keeps(0, 4)  # the fair keep is 1/4
@@ -70,6 +75,7 @@ class FaithfulKeep:
 
     max_drop: float = 0.02
     shares: tuple[float, ...] = (0.125, 0.25, 0.5)
+    samples: int | None = None
 
     def __post_init__(self) -> None:
         drop = self.max_drop
@@ -87,6 +93,11 @@ class FaithfulKeep:
                 f"{self.shares!r}"
             )
         object.__setattr__(self, "shares", tuple(sorted(float(v) for v in shares)))
+        n = self.samples
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(
+                f"Expected argument `samples` to be an int >= 1 or None, but got {n!r}"
+            )
 
     def keeps(self, experience: int, n_experiences: int) -> list[float]:
         """The keep fractions experience ``experience`` tries, smallest first; the
@@ -98,7 +109,8 @@ class FaithfulKeep:
 
     def plain(self) -> dict[str, object]:
         """As plain values (a checkpoint's configuration, a record)."""
-        return {"faithful_keep": {"max_drop": self.max_drop, "shares": list(self.shares)}}
+        return {"faithful_keep": {"max_drop": self.max_drop, "shares": list(self.shares),
+                                  "samples": self.samples}}
 
 
 #: ``"fair"``, one float in ``[0, 1)``, one float per experience, or a

@@ -176,7 +176,7 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
         train_mb_size, train_epochs, eval_mb_size, device, plugins, evaluator,
             eval_every, peval_mode: as in Avalanche's ``SupervisedTemplate``.
         snapshot_mode, prune_ratio, post_prune_epochs, restore_released_at,
-            recalibrate_bn: the fields of
+            recalibrate_bn, recalibrate_samples: the fields of
             :class:`~avalanche_m2kd.option_types.SnapshotOptions`, which describes them.
         temperature, mm_weight, teacher_slice, teachers, teacher_sample,
             feature_layers, feature_loss, feature_teachers, feat_weight: the fields of
@@ -288,6 +288,7 @@ class M2KDStrategy(TrainingMixin, SupervisedTemplate):
             head_name=head_name,
             restore_released_at=snapshot.restore_released_at,
             recalibrate_bn=snapshot.recalibrate_bn,
+            recalibrate_samples=snapshot.recalibrate_samples,
         )
         store = self.masking.store
         if teacher.cache_teachers is not None:  # a setting of the store its owner made

@@ -12,9 +12,9 @@ from typing import Any
 
 from avalanche_m2kd.pruning import FaithfulKeep
 from benchmarks.backbones import FEATURE_STAGES
-from benchmarks.past_defaults import on_01, on_02
+from benchmarks.past_defaults import DEFAULTS_02, on_01, on_02
 
-__all__ = ["ABLATION", "FAITHFUL_KEEP", "late_shares"]
+__all__ = ["ABLATION", "FAITHFUL_KEEP", "SAMPLED", "late_shares"]
 
 #: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults (nested
 #: store, ``own`` slice, head-input features, logit adjustment). The ``"defaults"``
@@ -45,11 +45,15 @@ def late_shares(n: int, share: float = 0.5) -> list[float]:
 #: (turned into the object by :class:`benchmarks.methods.m2kd.M2KDMethod`).
 FAITHFUL_KEEP = FaithfulKeep().plain()
 
+#: The keep search on 1,024 of an experience's training samples and each BatchNorm
+#: re-estimation on 512, instead of the whole pass.
+SAMPLED = "defaults, keep search on 1,024 samples, BatchNorm re-estimation on 512"
+
 _DENSE = dict(restore_released_at="end_of_experience")
 #: The nested store's and the feature term's at their 0.2 values, for the variants measured
 #: on top of 0.2 (each sets ``logit_adjustment`` itself). Those measured before 0.2 are
 #: built with :func:`benchmarks.past_defaults.on_01`.
-_DEFAULTS_02 = dict(prune_ratio=FAITHFUL_KEEP, feat_weight=0.1, teacher_bn="batch", **_DENSE)
+_DEFAULTS_02 = dict(prune_ratio=FAITHFUL_KEEP, feat_weight=0.1, **DEFAULTS_02, **_DENSE)
 
 
 ABLATION: dict[str, dict[str, Any]] = {
@@ -138,4 +142,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "defaults, faithful keep with a 0.1 drop": on_02(
         prune_ratio=FaithfulKeep(max_drop=0.1).plain()
     ),
+    # Over 0.3's defaults (running-statistics teachers): M2KD's own passes measured on
+    # a part of each experience's training pass (docs/benchmarks/run-time.md).
+    SAMPLED: dict(prune_ratio=FaithfulKeep(samples=1024).plain(), recalibrate_samples=512),
 }

@@ -18,7 +18,9 @@ def test_faithful_keep_tries_parts_of_the_fair_keep_and_the_fair_keep_last():
     assert schedule.keeps(4, 5) == [1.0]
     assert keep_fraction(schedule, 1, 5) == 0.25  # the most it keeps
     assert validate_prune_ratio(schedule) is schedule
-    assert schedule.plain() == {"faithful_keep": {"max_drop": 0.05, "shares": [0.25, 0.5]}}
+    assert schedule.plain() == {
+        "faithful_keep": {"max_drop": 0.05, "shares": [0.25, 0.5], "samples": None}
+    }
     assert FaithfulKeep(**schedule.plain()["faithful_keep"]) == schedule
 
 
@@ -30,6 +32,9 @@ def test_faithful_keep_tries_parts_of_the_fair_keep_and_the_fair_keep_last():
         (dict(shares=()), "shares"),
         (dict(shares=(0.5, 1.0)), "shares"),
         (dict(shares=(0.0,)), "shares"),
+        (dict(samples=0), "samples"),
+        (dict(samples=256.0), "samples"),
+        (dict(samples=True), "samples"),
     ],
 )
 def test_faithful_keep_refuses_values_out_of_range(kwargs, match):
@@ -110,3 +115,76 @@ def test_m2kd_with_faithful_keep_prunes_what_it_measured(digits_images, conv_net
     assert strategy.m2kd_config["prune_ratio"] == schedule.plain()
     state = strategy.masking.state_dict()
     assert state["keep_searches"] == searches
+
+
+def _measured_samples(strategy_factory, experiences):
+    """Train, counting the samples of every batch each keep search and BatchNorm
+    re-estimation is given."""
+    from avalanche_m2kd.plugins import nested_training
+
+    seen = {"search": [], "batchnorm": []}
+    search, recal = nested_training.smallest_faithful_keep, nested_training.recalibrate_batch_norm
+
+    def counting_search(model, owners, value, keeps, batches, *args, **kwargs):
+        seen["search"].append(sum(len(y) for _, y in batches))
+        return search(model, owners, value, keeps, batches, *args, **kwargs)
+
+    def counting_recal(model, batches):
+        batches = list(batches)
+        seen["batchnorm"].append(sum(len(x) for x in batches))
+        return recal(model, batches)
+
+    strategy = strategy_factory()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nested_training, "smallest_faithful_keep", counting_search)
+        mp.setattr(nested_training, "recalibrate_batch_norm", counting_recal)
+        for exp in experiences:
+            strategy.train(exp)
+    return strategy, seen
+
+
+def test_the_search_and_the_re_estimation_measure_on_the_samples_asked_for(
+    digits_images, conv_net
+):
+    def build(samples):
+        def factory():
+            torch.manual_seed(0)
+            model = conv_net()
+            return M2KDStrategy(
+                model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                train_mb_size=32, train_epochs=2, mem_size=40,
+                prune_ratio=FaithfulKeep(samples=samples), recalibrate_samples=samples,
+            )
+        return factory
+
+    experiences = digits_images.train_stream[:2]
+    _, whole = _measured_samples(build(None), experiences)
+    strategy, few = _measured_samples(build(40), experiences)
+    # whole mini-batches of 32 until at least 40 samples: two
+    assert few["search"] == [64, 64] and set(few["batchnorm"]) == {64}
+    assert all(n > 64 for n in whole["search"] + whole["batchnorm"])
+    assert len(few["batchnorm"]) == len(whole["batchnorm"]) == 4  # sparse, then dense
+    assert strategy.m2kd_config["recalibrate_samples"] == 40
+    assert strategy.m2kd_config["prune_ratio"]["faithful_keep"]["samples"] == 40
+
+
+def test_as_many_samples_as_the_pass_holds_changes_nothing(digits_images, conv_net):
+    def run(samples):
+        torch.manual_seed(0)
+        model = conv_net()
+        strategy = M2KDStrategy(
+            model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+            train_mb_size=32, train_epochs=2, mem_size=40,
+            prune_ratio=FaithfulKeep(samples=samples), recalibrate_samples=samples,
+        )
+        for exp in digits_images.train_stream[:2]:
+            strategy.train(exp)
+        return strategy
+
+    whole, capped = run(None), run(10**6)
+    assert whole.masking.nested_training.keep_searches == (
+        capped.masking.nested_training.keep_searches
+    )
+    for (name, a), b in zip(whole.model.state_dict().items(), capped.model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name

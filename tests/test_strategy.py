@@ -229,7 +229,8 @@ def test_prune_ratio_out_of_range(ratio, mlp):
 @pytest.mark.parametrize(
     "option",
     [dict(teacher_bn="eval"), dict(teacher_slice="all"), dict(teachers="first"),
-     dict(temperature=0.0), dict(mem_size=-1), dict(mem_size=2.5), dict(logit_adjustment=-0.5)],
+     dict(temperature=0.0), dict(mem_size=-1), dict(mem_size=2.5), dict(logit_adjustment=-0.5),
+     dict(recalibrate_samples=0), dict(recalibrate_samples=512.0)],
 )
 def test_distillation_options_out_of_range(option, mlp):
     model = mlp()

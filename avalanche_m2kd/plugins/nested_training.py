@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -17,11 +18,29 @@ from avalanche_m2kd.snapshots import SnapshotStore
 from avalanche_m2kd.storage import NestedStorage
 from avalanche_m2kd.stream import experience_classes, stream_length
 
-__all__ = ["NestedTrainingPlugin", "ReleasedRestore"]
+__all__ = ["NestedTrainingPlugin", "ReleasedRestore", "leading_batches"]
 
 
 #: The snapshot options' defaults, which this plugin's keywords of the same names take.
 _DEFAULT = SnapshotOptions()
+
+
+def leading_batches(loader: Iterable[Any], samples: int | None) -> Iterator[Any]:
+    """The mini-batches of one pass over ``loader``, whole, until at least ``samples``
+    samples (counted on each mini-batch's first element); ``None``: the whole pass.
+    The pass stops there: later mini-batches are not loaded.
+
+    Example:
+        >>> loader = [(torch.zeros(4, 2), torch.zeros(4)) for _ in range(5)]
+        >>> len(list(leading_batches(loader, 9))), len(list(leading_batches(loader, None)))
+        (3, 5)
+    """
+    seen = 0
+    for mb in loader:
+        yield mb
+        seen += len(mb[0])
+        if samples is not None and seen >= samples:
+            return
 
 
 # Avalanche types no `__init_subclass__` keyword: mypy does not know `supports_distributed`.
@@ -90,6 +109,10 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
             dense model's statistics; with ``restore_released_at="end_of_experience"``
             they are re-estimated once more for the dense model after the snapshot
             is recorded. Default True (ours).
+        recalibrate_samples: each of those re-estimations uses the first
+            mini-batches of a pass over the loader (which shuffles: a random
+            subset), whole mini-batches until at least this many samples, an int >=
+            1; ``None`` (default): the whole pass.
 
     Attributes:
         keep_searches: with a ``FaithfulKeep``, one entry per pruning: the
@@ -109,11 +132,13 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         warm_start_released: bool = True,
         restore_released_at: ReleasedRestore = _DEFAULT.restore_released_at,
         recalibrate_bn: bool = _DEFAULT.recalibrate_bn,
+        recalibrate_samples: int | None = _DEFAULT.recalibrate_samples,
     ) -> None:
         super().__init__()
         SnapshotOptions(  # validates them, as the strategy's keywords of the same names
             prune_ratio=prune_ratio, post_prune_epochs=post_prune_epochs,
             restore_released_at=restore_released_at, recalibrate_bn=recalibrate_bn,
+            recalibrate_samples=recalibrate_samples,
         )
         if not isinstance(store.storage, NestedStorage):
             raise ValueError(
@@ -126,6 +151,7 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         self.warm_start_released = warm_start_released
         self.restore_released_at = restore_released_at
         self.recalibrate_bn = recalibrate_bn
+        self.recalibrate_samples = recalibrate_samples
         self._trainable: dict[str, torch.Tensor] = {}
         self._held: dict[str, torch.Tensor] = {}
         self._released: dict[str, torch.Tensor] = {}
@@ -218,7 +244,8 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         if loader is None:
             return
         device = strategy.device
-        n = recalibrate_batch_norm(strategy.model, (mb[0].to(device) for mb in loader))
+        batches = leading_batches(loader, self.recalibrate_samples)
+        n = recalibrate_batch_norm(strategy.model, (mb[0].to(device) for mb in batches))
         if n and dist.is_available() and dist.is_initialized():  # every rank takes rank 0's
             for layer in batch_norm_layers(strategy.model):
                 for buffer in running_stats(layer):  # mean, var, count: never None here
@@ -242,7 +269,10 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         if len(keeps) == 1 or loader is None:
             return keeps[-1]
         with preserved_rng():  # the pass over the loader draws nothing from the run's
-            batches = [(mb[0].to(strategy.device), mb[1].to(strategy.device)) for mb in loader]
+            batches = [
+                (mb[0].to(strategy.device), mb[1].to(strategy.device))
+                for mb in leading_batches(loader, schedule.samples)
+            ]
         own = experience_classes(strategy.experience)
         seen = {c for classes in self.store.classes for c in classes} | set(own)
         search = smallest_faithful_keep(

@@ -123,6 +123,7 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # typ
         warm_start_released: nested: see :class:`NestedTrainingPlugin`.
         restore_released_at: nested: see :class:`NestedTrainingPlugin`.
         recalibrate_bn: nested: see :class:`NestedTrainingPlugin`.
+        recalibrate_samples: nested: see :class:`NestedTrainingPlugin`.
 
     The nested options are checked whatever the storage, and are attributes of this
     plugin (setting one sets the nested training's).
@@ -140,6 +141,7 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # typ
     warm_start_released = _nested_option("warm_start_released")
     restore_released_at = _nested_option("restore_released_at")
     recalibrate_bn = _nested_option("recalibrate_bn")
+    recalibrate_samples = _nested_option("recalibrate_samples")
 
     def __init__(
         self,
@@ -151,6 +153,7 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # typ
         warm_start_released: bool = True,
         restore_released_at: ReleasedRestore = _DEFAULT.restore_released_at,
         recalibrate_bn: bool = _DEFAULT.recalibrate_bn,
+        recalibrate_samples: int | None = _DEFAULT.recalibrate_samples,
     ) -> None:
         super().__init__()
         storage, prune_ratio = _resolve(mode, prune_ratio)
@@ -161,6 +164,7 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # typ
             "warm_start_released": warm_start_released,
             "restore_released_at": restore_released_at,
             "recalibrate_bn": recalibrate_bn,
+            "recalibrate_samples": recalibrate_samples,
         }
         self.store = SnapshotStore(storage, head_name=head_name)
         self.mode = storage.mode
@@ -172,6 +176,7 @@ class SnapshotMaskingPlugin(SupervisedPlugin, supports_distributed=True):  # typ
             SnapshotOptions(  # validates them, as the strategy's keywords of the same names
                 post_prune_epochs=post_prune_epochs,
                 restore_released_at=restore_released_at, recalibrate_bn=recalibrate_bn,
+                recalibrate_samples=recalibrate_samples,
             )
             self._options = options
 
