@@ -64,7 +64,7 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def run(seed: int, warm_start_released: bool = True, **options) -> float:
+def run(seed: int, warm_start_released: bool = True, **options: Any) -> float:
     torch.manual_seed(seed)
     benchmark = split_digits(5, seed=seed)
     model = nn.Sequential(

@@ -176,7 +176,12 @@ def run_cuda_tests(out: Path, env: dict[str, str], timeout: float) -> dict[str, 
         log.write_text(proc.stdout + proc.stderr)
         status = "ok" if proc.returncode == 0 else f"pytest exit {proc.returncode}"
     except subprocess.TimeoutExpired as err:
-        log.write_text(f"{err.stdout or ''}{err.stderr or ''}\n[timed out after {timeout:.0f} s]")
+        # what the child wrote before the timeout: bytes on POSIX even with text=True
+        partial = "".join(
+            part.decode(errors="replace") if isinstance(part, bytes) else part
+            for part in (err.stdout or "", err.stderr or "")
+        )
+        log.write_text(f"{partial}\n[timed out after {timeout:.0f} s]")
         status = f"timed out after {timeout:.0f} s"
     result: dict[str, Any] = dict(status=status, seconds=round(time.perf_counter() - start, 1))
     result.update(junit_counts(junit) if junit.exists() else {})
@@ -193,6 +198,7 @@ def junit_counts(path: Path) -> dict[str, Any]:
         if failed is not None or error is not None:
             counts["failed" if failed is not None else "errors"] += 1
             node = failed if failed is not None else error
+            assert node is not None
             failures.append(dict(test=name, message=(node.get("message") or "")[:500]))
         elif skipped is not None:
             counts["xfailed" if skipped.get("type") == "pytest.xfail" else "skipped"] += 1

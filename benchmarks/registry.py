@@ -20,7 +20,10 @@ from typing import Protocol, TypeVar
 class Named(Protocol):
     """Anything a registry holds: it has a ``name``."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Its registry name; read-only, so that a class's ``ClassVar[str]`` will do."""
+        ...
 
 
 T = TypeVar("T", bound=Named)

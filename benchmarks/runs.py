@@ -105,7 +105,7 @@ def default_total_memory(cfg: argparse.Namespace) -> list[int]:
     return [n * data_set_of(cfg).image_bytes + backbone_bytes(cfg) for n in counts]
 
 
-def setting_for(cfg: argparse.Namespace, benchmark, loggers: list | None = None) -> Setting:
+def setting_for(cfg: argparse.Namespace, benchmark: Any, loggers: list | None = None) -> Setting:
     """The settings every method shares in one run of ``benchmark``."""
     classes = tuple(
         tuple(sorted(int(c) for c in exp.classes_in_this_experience))
@@ -153,6 +153,12 @@ def plan(method: str, budget: int, setting: Setting, options: dict[str, Any] | N
     return METHODS[method].exemplars_for(total_memory, setting, options), fixed
 
 
+def _known(accuracy: float | None) -> float:
+    """An accuracy matrix's entry of an experience already trained on (never ``None``)."""
+    assert accuracy is not None, "no accuracy on an experience not trained on yet"
+    return accuracy
+
+
 def forgetting(matrix: list[list[float | None]]) -> list[float]:
     """Average forgetting after each step: mean over old experiences of best-past minus now.
 
@@ -162,7 +168,7 @@ def forgetting(matrix: list[list[float | None]]) -> list[float]:
     """
     out = []
     for t, row in enumerate(matrix):
-        drops = [max(matrix[s][j] for s in range(j, t)) - row[j] for j in range(t)]
+        drops = [max(_known(matrix[s][j]) for s in range(j, t)) - _known(row[j]) for j in range(t)]
         out.append(sum(drops) / len(drops) if drops else 0.0)
     return [round(v, 10) for v in out]
 
@@ -253,9 +259,9 @@ def run_one(method: str, budget: int, stream: str, seed: int, cfg: argparse.Name
     acc, old, new = [], [], []
     for t, row in enumerate(matrix):
         seen = sum(sizes[: t + 1])
-        acc.append(sum(row[j] * sizes[j] for j in range(t + 1)) / seen)
+        acc.append(sum(_known(row[j]) * sizes[j] for j in range(t + 1)) / seen)
         old_n = sum(sizes[:t])
-        old.append(sum(row[j] * sizes[j] for j in range(t)) / old_n if t else None)
+        old.append(sum(_known(row[j]) * sizes[j] for j in range(t)) / old_n if t else None)
         new.append(row[t])
     stored = METHODS[method].stored_bytes(strategy, setting)
     record = dict(
@@ -311,7 +317,8 @@ def log_to_wandb(logger: WandBLogger, record: dict[str, Any]) -> None:
             row["old_accuracy"] = old
         logger.run.log(row)
     n = len(record["matrix"])
-    table = wandb.Table(columns=["after step"] + [f"experience {j}" for j in range(n)],
+    columns: list[str | int] = ["after step", *[f"experience {j}" for j in range(n)]]
+    table = wandb.Table(columns=columns,
                         data=[[t + 1] + row for t, row in enumerate(record["matrix"])])
     logger.run.log({"accuracy_matrix": table})
     logger.run.summary.update({k: record[k] for k in (

@@ -76,23 +76,28 @@ class _Fidelity(SupervisedPlugin):
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         super().__init__()
-        self.x, self.y, self.rows, self.dense = x, y, [], None
+        self.x, self.y = x, y
+        self.rows: list[dict[str, Any]] = []
+        self.dense: nn.Module | None = None
 
     def watch(self, strategy: M2KDStrategy) -> None:
         store, prune = strategy.snapshots, strategy.snapshots.prune
 
-        def prune_and_keep_dense(model, experience, keep):
+        def prune_and_keep_dense(model: nn.Module, experience: int, keep: float
+                                 ) -> dict[str, torch.Tensor]:
             self.dense = copy.deepcopy(model)
             return prune(model, experience, keep)
 
         store.prune = prune_and_keep_dense  # type: ignore[method-assign]
 
-    def after_training_exp(self, strategy, **kwargs):  # after M2KD's recording
+    def after_training_exp(self, strategy: Any, **kwargs: Any) -> None:  # after M2KD's recording
+        dense = self.dense
+        assert dense is not None, "M2KD pruned nothing before recording"
         own = sorted(int(c) for c in strategy.experience.classes_in_this_experience)
         seen = sorted(c for exp in strategy.snapshots.classes for c in exp)
         row: dict[str, Any] = {"experience": strategy.experience.current_experience}
         for name, classes in (("own", own), ("seen", seen)):
-            row[f"dense_{name}"] = accuracy(self.dense, self.x, self.y, classes)
+            row[f"dense_{name}"] = accuracy(dense, self.x, self.y, classes)
             row[f"snapshot_{name}"] = accuracy(strategy.model, self.x, self.y, classes)
             row[f"snapshot_batch_stats_{name}"] = accuracy(
                 strategy.model, self.x, self.y, classes, True

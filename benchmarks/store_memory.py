@@ -170,6 +170,7 @@ def record(n_experiences: int = N_EXPERIENCES, per_exp: int = CLASSES_PER_EXPERI
     )
     bits = store.owner_bits
     counts = sum(torch.bincount(o.flatten().long(), minlength=256) for o in store.owners.values())
+    assert isinstance(counts, torch.Tensor)  # 0 (sum's start) only for a store without owners
     p = counts[counts > 0].double() / n_prunable
     entropy = float(-(p * p.log2()).sum())  # bits per weight: the floor of any exact owner code
     rows = [

@@ -67,12 +67,17 @@ warnings.filterwarnings("ignore", message="no QP solver")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from avalanche.models import IncrementalClassifier  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 import avalanche_m2kd.batched_teachers as batched_teachers  # noqa: E402
 from avalanche_m2kd import MultiLevelDistillationPlugin, MultiModelDistillationPlugin, SnapshotStore  # noqa: E402
 from avalanche_m2kd.batched_teachers import StackedTeachers  # noqa: E402
-from avalanche_m2kd.frozen_teacher import FrozenTeacher, _match_memory_format  # noqa: E402
+from avalanche_m2kd.frozen_teacher import (  # noqa: E402
+    FrozenTeacher,
+    TeacherBatchNorm,
+    _match_memory_format,
+)
 from benchmarks import records  # noqa: E402
 from benchmarks.backbones import FEATURE_STAGES, make_backbone  # noqa: E402
 from benchmarks.stats import mean_interval  # noqa: E402
@@ -83,6 +88,8 @@ HEAD = "classifier"
 CLASSES_PER_EXPERIENCE = 2
 #: Input shape of each backbone (the harness's Fashion-MNIST for the CNN, CIFAR for ResNet-32).
 IMAGE = {"cnn": (1, 28, 28), "resnet32": (3, 32, 32)}
+#: The teachers' BatchNorm modes whose outputs are compared.
+BATCH_NORMS: tuple[TeacherBatchNorm, ...] = ("batch", "running")
 BUILDS_PER_ROUND = 3  # builds of all T teachers timed together, per variant and round
 WARMUP = 2
 
@@ -191,7 +198,9 @@ def make_state(backbone: str, n_teachers: int, batch: int, batching: str,
     store.bind(model)
     for k in range(n_teachers + 1):
         classes = list(range(k * CLASSES_PER_EXPERIENCE, (k + 1) * CLASSES_PER_EXPERIENCE))
-        model.classifier.adaptation(SimpleNamespace(classes_in_this_experience=classes))
+        head = model.classifier
+        assert isinstance(head, IncrementalClassifier)  # make_backbone's default head
+        head.adaptation(SimpleNamespace(classes_in_this_experience=classes))
         _train_between_snapshots(model, store, shape)
         if k < n_teachers:
             store.prune(model, k, keep=1 / (n_teachers + 1 - k))
@@ -206,7 +215,8 @@ def make_state(backbone: str, n_teachers: int, batch: int, batching: str,
     decoded: list[dict[str, Tensor]] = []
     original = FrozenTeacher.rebuild
 
-    def spy(cls, model, tensors, feature_specs=()):  # what the store rebuilds from
+    def spy(cls: type[FrozenTeacher], model: nn.Module, tensors: Mapping[str, Tensor],
+            feature_specs: Sequence[str] = ()) -> FrozenTeacher:  # what the store rebuilds from
         decoded.append(dict(tensors))
         return original(model, tensors, feature_specs)
 
@@ -275,7 +285,7 @@ def check_bit_exact(state: SimpleNamespace, batching: str) -> dict[str, Any]:
         same = same and a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
         same = same and not any(p.requires_grad for p in (*new.parameters(), *old.parameters()))
         compared += len(a)
-        for bn in ("batch", "running"):
+        for bn in BATCH_NORMS:
             ok, n = _outputs_equal(new.run(x, bn), old.run(x, bn))
             same, compared = same and ok, compared + n
     if batching == "vmap":
@@ -283,9 +293,10 @@ def check_bit_exact(state: SimpleNamespace, batching: str) -> dict[str, Any]:
         for v, context in BATCHED_BUILDS.items():
             with context():
                 stacks[v] = StackedTeachers(built[v], specs)
-        for bn in ("batch", "running"):
-            for a, b in zip(stacks["new"].run(x, bn), stacks["old"].run(x, bn), strict=True):
-                ok, n = _outputs_equal(a, b)
+        for bn in BATCH_NORMS:
+            for out_new, out_old in zip(stacks["new"].run(x, bn), stacks["old"].run(x, bn),
+                                        strict=True):
+                ok, n = _outputs_equal(out_new, out_old)
                 same, compared = same and ok, compared + n
     return dict(bit_exact=same, tensors_compared=compared)
 

@@ -48,6 +48,7 @@ warnings.filterwarnings("ignore", message="no QP solver")
 
 import torch  # noqa: E402
 
+from avalanche_m2kd import FrozenTeacher  # noqa: E402
 from benchmarks import records  # noqa: E402
 from benchmarks.step_cost import make_steps  # noqa: E402
 
@@ -66,7 +67,7 @@ def measure(mode: str, cache: bool, n_teachers: int, batch: int, reps: int) -> d
     held_during = 0
     build = store.teacher
 
-    def spying_teacher(k: int):  # the bytes held right after each teacher is built
+    def spying_teacher(k: int) -> FrozenTeacher:  # the bytes held right after each teacher is built
         nonlocal held_during
         teacher = build(k)
         held_during = max(held_during, store.teacher_nbytes())

@@ -54,7 +54,7 @@ def der_memory(strategy: Any) -> tuple[Any, list[torch.Tensor]]:
 class MultiStepLRWithoutVerbose(torch.optim.lr_scheduler.MultiStepLR):
     """``MultiStepLR`` that drops the ``verbose`` argument torch 2.14 no longer takes."""
 
-    def __init__(self, *args, verbose: Any = None, **kwargs) -> None:  # noqa: D107
+    def __init__(self, *args: Any, verbose: Any = None, **kwargs: Any) -> None:  # noqa: D107
         super().__init__(*args, **kwargs)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -82,7 +83,7 @@ def model_bytes(module: nn.Module | None) -> int:
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
-def tensor_bytes(tensors) -> int:
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     """Bytes of an iterable of tensors."""
     return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -172,12 +173,12 @@ def replay_plugins(n_exemplars: int) -> list:
     return [ReplayPlugin(n_exemplars, storage_policy=herding_buffer(n_exemplars))]
 
 
-def find_plugin(strategy, kind: type):
+def find_plugin(strategy: Any, kind: type) -> Any:
     """The strategy's plugin of type ``kind`` (``None`` if it has none)."""
     return next((p for p in strategy.plugins if isinstance(p, kind)), None)
 
 
-def replay_exemplars(strategy) -> int:
+def replay_exemplars(strategy: Any) -> int:
     """Exemplars held by the strategy's ``ReplayPlugin`` (0 without one)."""
     plugin = find_plugin(strategy, ReplayPlugin)
     return 0 if plugin is None else len(plugin.storage_policy.buffer)
@@ -226,11 +227,13 @@ class Method:
             )
         return {**self.defaults, **(options or {})}
 
-    def build(self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None):
+    def build(
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> Any:
         """The Avalanche strategy with memory for ``n_exemplars`` exemplars."""
         raise NotImplementedError
 
-    def stored_bytes(self, strategy, setting: Setting) -> dict[str, int]:
+    def stored_bytes(self, strategy: Any, setting: Setting) -> dict[str, int]:
         """Bytes the trained ``strategy`` holds besides the live model, by kind."""
         return dict.fromkeys(BYTE_KINDS, 0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from avalanche.benchmarks.utils import concat_datasets
@@ -10,7 +11,14 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
 from benchmarks.methods.avalanche_internals import BiCPluginBase, bic_scheduler_without_verbose
-from benchmarks.methods.base import Method, find_plugin, herding_buffer, model_bytes, register
+from benchmarks.methods.base import (
+    Method,
+    Setting,
+    find_plugin,
+    herding_buffer,
+    model_bytes,
+    register,
+)
 
 __all__ = ["BiCMethod", "RepairedBiCPlugin"]
 
@@ -40,7 +48,7 @@ class RepairedBiCPlugin(BiCPluginBase):
     """
 
     def __init__(  # noqa: D107
-        self, *args, distillation: str = "paper", sampling: str = "replay", **kwargs
+        self, *args: Any, distillation: str = "paper", sampling: str = "replay", **kwargs: Any
     ) -> None:
         if distillation not in ("paper", "avalanche"):
             raise ValueError(
@@ -54,7 +62,9 @@ class RepairedBiCPlugin(BiCPluginBase):
         self.distillation = distillation
         self.sampling = sampling
 
-    def before_training_exp(self, strategy, num_workers: int = 0, shuffle: bool = True, **kwargs):  # noqa: D102
+    def before_training_exp(  # noqa: D102
+        self, strategy: Any, num_workers: int = 0, shuffle: bool = True, **kwargs: Any
+    ) -> None:
         super().before_training_exp(strategy, num_workers=num_workers, shuffle=shuffle, **kwargs)
         if self.sampling == "union" and len(self.storage_policy.buffer) > 0:
             union = concat_datasets([strategy.adapted_dataset, self.storage_policy.buffer])
@@ -63,7 +73,7 @@ class RepairedBiCPlugin(BiCPluginBase):
                 num_workers=num_workers, collate_fn=getattr(union, "collate_fn", None),
             )
 
-    def bias_correction_step(self, *args, **kwargs):  # noqa: D102
+    def bias_correction_step(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
         with bic_scheduler_without_verbose():
             return super().bias_correction_step(*args, **kwargs)
 
@@ -116,7 +126,9 @@ class BiCMethod(Method):
             sampling=sampling,
         )
 
-    def build(self, n_exemplars, setting, options=None):  # noqa: D102
+    def build(  # noqa: D102
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> Any:
         model = setting.model()
         plugin = RepairedBiCPlugin(
             mem_size=n_exemplars,
@@ -131,7 +143,7 @@ class BiCMethod(Method):
             **setting.template_args(),
         )
 
-    def stored_bytes(self, strategy, setting):  # noqa: D102
+    def stored_bytes(self, strategy: Any, setting: Setting) -> dict[str, int]:  # noqa: D102
         bic = find_plugin(strategy, BiCPluginBase)
         validation = sum(len(group.buffer) for group in bic.val_buffer.values())
         return self._counts(
@@ -141,16 +153,21 @@ class BiCMethod(Method):
             other=model_bytes(bic.bias_layer),
         )
 
-    def fixed_bytes(self, setting, options=None):  # noqa: D102
+    def fixed_bytes(  # noqa: D102
+        self, setting: Setting, options: dict[str, Any] | None = None
+    ) -> int:
         last = len(setting.experience_classes[-1]) if len(setting.experience_classes) > 1 else None
         # alpha, beta (fp32) and the class ids (int64)
         bias_layer = 0 if last is None else 4 + 4 + 8 * last
         return model_bytes(setting.model("final")) + bias_layer
 
-    def min_exemplars(self, options=None):  # noqa: D102 - its validation split needs one image
+    def min_exemplars(self, options: dict[str, Any] | None = None) -> int:  # noqa: D102
+        # its validation split needs one image
         return math.ceil(1 / self.params(options)["val_percentage"])
 
-    def exemplar_bytes(self, n_exemplars, setting, options=None):  # noqa: D102
+    def exemplar_bytes(  # noqa: D102
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> int:
         # BiCPlugin's own rounding
         validation = int(self.params(options)["val_percentage"] * n_exemplars)
         return (n_exemplars + validation) * setting.image_bytes

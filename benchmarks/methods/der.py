@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from avalanche.training import DER as _DER
 from torch import nn
 
 from avalanche_m2kd.plugins import SeenClassesMaskingPlugin
 from benchmarks.methods.avalanche_internals import der_memory
-from benchmarks.methods.base import Method, register, tensor_bytes
+from benchmarks.methods.base import Method, Setting, register, tensor_bytes
 
 __all__ = ["DERMethod", "PredictSeenClasses"]
 
@@ -16,7 +18,7 @@ class PredictSeenClasses(SeenClassesMaskingPlugin):
     """Units of unseen classes masked in evaluation only (DER's ``mask_unseen="eval"``):
     the whole fixed head trains, as in DER's paper."""
 
-    def after_forward(self, strategy, *args, **kwargs):  # noqa: D102
+    def after_forward(self, strategy: Any, *args: Any, **kwargs: Any) -> None:  # noqa: D102
         return None
 
 
@@ -61,7 +63,9 @@ class DERMethod(Method):
             name, alpha=alpha, beta=beta, batch_size_mem=batch_size_mem, mask_unseen=mask_unseen
         )
 
-    def build(self, n_exemplars, setting, options=None):  # noqa: D102
+    def build(  # noqa: D102
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> Any:
         p, model = self.params(options), setting.model("fixed")
         if p["mask_unseen"] not in self._MASKS:
             raise ValueError(
@@ -84,12 +88,14 @@ class DERMethod(Method):
             **setting.template_args(),
         )
 
-    def stored_bytes(self, strategy, setting):  # noqa: D102
+    def stored_bytes(self, strategy: Any, setting: Setting) -> dict[str, int]:  # noqa: D102
         buffer, logits = der_memory(strategy)
         return self._counts(exemplars=len(buffer) * setting.image_bytes,
                             logits=tensor_bytes(logits))
 
-    def exemplar_bytes(self, n_exemplars, setting, options=None):  # noqa: D102
+    def exemplar_bytes(  # noqa: D102
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> int:
         # fp32 logits of the fixed head
         return n_exemplars * (setting.image_bytes + 4 * setting.n_classes)
 

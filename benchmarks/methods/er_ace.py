@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from avalanche.training import ER_ACE as _ER_ACE
 from torch import nn
 
-from benchmarks.methods.base import Method, register
+from benchmarks.methods.base import Method, Setting, register
 
 __all__ = ["ERACEMethod"]
 
@@ -23,7 +25,9 @@ class ERACEMethod(Method):
     def __init__(self, name: str, batch_size_mem: int | None = None) -> None:  # noqa: D107
         super().__init__(name, batch_size_mem=batch_size_mem)
 
-    def build(self, n_exemplars, setting, options=None):  # noqa: D102
+    def build(  # noqa: D102
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> Any:
         p, model = self.params(options), setting.model()
         return _ER_ACE(
             model=model,
@@ -34,7 +38,7 @@ class ERACEMethod(Method):
             **setting.template_args(),
         )
 
-    def stored_bytes(self, strategy, setting):  # noqa: D102
+    def stored_bytes(self, strategy: Any, setting: Setting) -> dict[str, int]:  # noqa: D102
         return self._counts(exemplars=len(strategy.storage_policy.buffer) * setting.image_bytes)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from avalanche.training import ICaRL as _ICaRL
+from torch import nn
 
 from benchmarks.methods.avalanche_internals import icarl_plugins
-from benchmarks.methods.base import Method, model_bytes, register, tensor_bytes
+from benchmarks.methods.base import Method, Setting, model_bytes, register, tensor_bytes
 
 __all__ = ["ICaRLMethod"]
 
@@ -22,7 +24,9 @@ class ICaRLMethod(Method):
 
     exemplars = "required"
 
-    def build(self, n_exemplars, setting, options=None):  # noqa: D102
+    def build(  # noqa: D102
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> Any:
         net = setting.model("fixed")
         return _ICaRL(
             feature_extractor=net.feature_extractor,
@@ -34,7 +38,7 @@ class ICaRLMethod(Method):
             **setting.template_args(),
         )
 
-    def stored_bytes(self, strategy, setting):  # noqa: D102
+    def stored_bytes(self, strategy: Any, setting: Setting) -> dict[str, int]:  # noqa: D102
         memory, loss = icarl_plugins(strategy)
         return self._counts(
             exemplars=sum(len(x) for x in memory.x_memory) * setting.image_bytes,
@@ -42,13 +46,19 @@ class ICaRLMethod(Method):
             other=tensor_bytes(memory.class_means.values()),
         )
 
-    def fixed_bytes(self, setting, options=None):  # noqa: D102
+    def fixed_bytes(  # noqa: D102
+        self, setting: Setting, options: dict[str, Any] | None = None
+    ) -> int:
         net = setting.model("fixed")
-        means = setting.n_classes * net.classifier.in_features * 4  # fp32 mean of every class
+        head = net.classifier
+        assert isinstance(head, nn.Linear)  # a fixed head (make_backbone's incremental_head=False)
+        means = setting.n_classes * head.in_features * 4  # fp32 mean of every class
         # the old model's classifier holds them, so does the plugin
         return model_bytes(net) + 2 * means
 
-    def exemplar_bytes(self, n_exemplars, setting, options=None):  # noqa: D102
+    def exemplar_bytes(  # noqa: D102
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> int:
         held = max((k * math.ceil(n_exemplars / k) for k in setting.seen_counts), default=0)
         return held * setting.image_bytes
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from avalanche.training import LwF as _LwF
 from avalanche.training.plugins import LwFPlugin
 
 from benchmarks.methods.base import (
     Method,
+    Setting,
     criterion,
     find_plugin,
     model_bytes,
@@ -31,7 +34,9 @@ class LwFMethod(Method):
     def __init__(self, name: str, logit_adjusted: bool = False) -> None:  # noqa: D107
         super().__init__(name, logit_adjusted=logit_adjusted)
 
-    def build(self, n_exemplars, setting, options=None):  # noqa: D102
+    def build(  # noqa: D102
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> Any:
         p, model = self.params(options), setting.model()
         t = setting.temperature
         return _LwF(
@@ -44,12 +49,14 @@ class LwFMethod(Method):
             **setting.template_args(),
         )
 
-    def stored_bytes(self, strategy, setting):  # noqa: D102
+    def stored_bytes(self, strategy: Any, setting: Setting) -> dict[str, int]:  # noqa: D102
         previous = find_plugin(strategy, LwFPlugin).lwf.prev_model
         return self._counts(exemplars=replay_exemplars(strategy) * setting.image_bytes,
                             models=model_bytes(previous))
 
-    def fixed_bytes(self, setting, options=None):  # noqa: D102
+    def fixed_bytes(  # noqa: D102
+        self, setting: Setting, options: dict[str, Any] | None = None
+    ) -> int:
         return model_bytes(setting.model("final"))
 
 

@@ -35,10 +35,14 @@ class M2KDMethod(Method):
     def __init__(self, name: str, **defaults: Any) -> None:  # noqa: D107
         super().__init__(name, **defaults)
 
-    def params(self, options=None):  # noqa: D102 - any M2KDStrategy option
+    def params(  # noqa: D102 - any M2KDStrategy option
+        self, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return {**self.defaults, **(options or {})}
 
-    def build(self, n_exemplars, setting, options=None):  # noqa: D102
+    def build(  # noqa: D102
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> M2KDStrategy:
         p = self.params(options)
         p.setdefault("temperature", setting.temperature)
         plugins = p.pop("plugins", None)
@@ -58,11 +62,13 @@ class M2KDMethod(Method):
             **setting.template_args(),
         )
 
-    def stored_bytes(self, strategy, setting):  # noqa: D102
+    def stored_bytes(self, strategy: Any, setting: Setting) -> dict[str, int]:  # noqa: D102
         return self._counts(exemplars=replay_exemplars(strategy) * setting.image_bytes,
                             snapshots=strategy.snapshots.nbytes())
 
-    def fixed_bytes(self, setting, options=None):  # noqa: D102
+    def fixed_bytes(  # noqa: D102
+        self, setting: Setting, options: dict[str, Any] | None = None
+    ) -> int:
         return store_bytes(self, setting, options)
 
 
@@ -70,7 +76,7 @@ class M2KDMethod(Method):
 STORE_BYTES_CACHE: dict[str, int] = {}
 
 
-def stand_in_stream(setting: Setting):
+def stand_in_stream(setting: Setting) -> Any:
     """A stream with ``setting``'s class structure and two random images per class."""
     from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
     from torch.utils.data import TensorDataset
@@ -80,7 +86,7 @@ def stand_in_stream(setting: Setting):
     data = TensorDataset(
         torch.rand(len(targets), *setting.image_shape, generator=generator), torch.tensor(targets)
     )
-    data.targets = targets
+    setattr(data, "targets", targets)  # noqa: B010 - TensorDataset declares no `targets`
     order = [c for classes in setting.experience_classes for c in classes]
     return nc_benchmark(
         train_dataset=data,

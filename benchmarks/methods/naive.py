@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from avalanche.training import Naive as _Naive
 from torch import nn
 
-from benchmarks.methods.base import Method, register
+from benchmarks.methods.base import Method, Setting, register
 
 __all__ = ["NaiveMethod"]
 
@@ -15,7 +17,9 @@ class NaiveMethod(Method):
 
     exemplars = "never"
 
-    def build(self, n_exemplars, setting, options=None):  # noqa: D102
+    def build(  # noqa: D102
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> Any:
         model = setting.model()
         return _Naive(
             model=model,

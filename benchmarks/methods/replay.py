@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from avalanche.training import Naive as _Naive
 
 from benchmarks.methods.base import (
     Method,
+    Setting,
     criterion,
     register,
     replay_exemplars,
@@ -29,7 +32,9 @@ class ReplayMethod(Method):
     def __init__(self, name: str, logit_adjusted: bool | float = False) -> None:  # noqa: D107
         super().__init__(name, logit_adjusted=logit_adjusted)
 
-    def build(self, n_exemplars, setting, options=None):  # noqa: D102
+    def build(  # noqa: D102
+        self, n_exemplars: int, setting: Setting, options: dict[str, Any] | None = None
+    ) -> Any:
         p, model = self.params(options), setting.model()
         return _Naive(
             model=model,
@@ -39,7 +44,7 @@ class ReplayMethod(Method):
             **setting.template_args(),
         )
 
-    def stored_bytes(self, strategy, setting):  # noqa: D102
+    def stored_bytes(self, strategy: Any, setting: Setting) -> dict[str, int]:  # noqa: D102
         return self._counts(exemplars=replay_exemplars(strategy) * setting.image_bytes)
 
 
