@@ -170,8 +170,8 @@ class SnapshotOptions(OptionGroup):
             snapshot is recorded (default True).
         recalibrate_samples: ``nested``: each of those re-estimations uses the first
             mini-batches of a pass over the experience's training loader, whole
-            mini-batches until at least this many samples (an int >= 1); ``None``
-            (default): the whole pass.
+            mini-batches until at least this many samples (an int >= 1; default 512,
+            ours); ``None``: the whole pass.
     """
 
     argument: ClassVar[str] = "snapshot_options"
@@ -181,7 +181,7 @@ class SnapshotOptions(OptionGroup):
     post_prune_epochs: int | None = None
     restore_released_at: ReleasedRestore = "end_of_experience"
     recalibrate_bn: bool = True
-    recalibrate_samples: int | None = None
+    recalibrate_samples: int | None = 512
 
     def __post_init__(self) -> None:
         check_choice(self.snapshot_mode, SnapshotMode, "snapshot_mode")

@@ -64,7 +64,7 @@ class FaithfulKeep:
         samples: measure on the first mini-batches of one pass over the experience's
             training loader (which shuffles: a random subset, new and replayed
             samples as trained), whole mini-batches until at least this many
-            samples, an int >= 1; ``None`` (default): the whole pass.
+            samples, an int >= 1 (default 1,024, ours); ``None``: the whole pass.
 
     Example:
         >>> FaithfulKeep().keeps(0, 4)  # the fair keep is 1/4
@@ -75,7 +75,7 @@ class FaithfulKeep:
 
     max_drop: float = 0.02
     shares: tuple[float, ...] = (0.125, 0.25, 0.5)
-    samples: int | None = None
+    samples: int | None = 1024
 
     def __post_init__(self) -> None:
         drop = self.max_drop

@@ -12,9 +12,9 @@ from typing import Any
 
 from avalanche_m2kd.pruning import FaithfulKeep
 from benchmarks.backbones import FEATURE_STAGES
-from benchmarks.past_defaults import DEFAULTS_02, on_01, on_02
+from benchmarks.past_defaults import DEFAULTS_02, WHOLE_PASS, WHOLE_PASS_KEEP, on_01, on_02
 
-__all__ = ["ABLATION", "FAITHFUL_KEEP", "SAMPLED", "late_shares"]
+__all__ = ["ABLATION", "FAITHFUL_KEEP", "SAMPLED", "WHOLE", "late_shares"]
 
 #: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults (nested
 #: store, ``own`` slice, head-input features, logit adjustment). The ``"defaults"``
@@ -41,19 +41,22 @@ def late_shares(n: int, share: float = 0.5) -> list[float]:
     s = share / n
     return [round(1 - s / (1 - t * s), 6) for t in range(n - 1)] + [0.0]
 
-#: :class:`avalanche_m2kd.pruning.FaithfulKeep` with its defaults, as a record holds it
-#: (turned into the object by :class:`benchmarks.methods.m2kd.M2KDMethod`).
-FAITHFUL_KEEP = FaithfulKeep().plain()
+#: :class:`avalanche_m2kd.pruning.FaithfulKeep` with its 0.2 defaults (the whole pass), as a
+#: record holds it (turned into the object by :class:`benchmarks.methods.m2kd.M2KDMethod`).
+FAITHFUL_KEEP = WHOLE_PASS_KEEP
 
 #: The keep search on 1,024 of an experience's training samples and each BatchNorm
 #: re-estimation on 512, instead of the whole pass.
 SAMPLED = "defaults, keep search on 1,024 samples, BatchNorm re-estimation on 512"
+#: Both on the whole pass, as before 0.3.
+WHOLE = "defaults, keep search and BatchNorm re-estimation on the whole pass"
 
 _DENSE = dict(restore_released_at="end_of_experience")
 #: The nested store's and the feature term's at their 0.2 values, for the variants measured
 #: on top of 0.2 (each sets ``logit_adjustment`` itself). Those measured before 0.2 are
 #: built with :func:`benchmarks.past_defaults.on_01`.
-_DEFAULTS_02 = dict(prune_ratio=FAITHFUL_KEEP, feat_weight=0.1, **DEFAULTS_02, **_DENSE)
+_DEFAULTS_02 = dict(prune_ratio=FAITHFUL_KEEP, feat_weight=0.1, **DEFAULTS_02, **WHOLE_PASS,
+                    **_DENSE)
 
 
 ABLATION: dict[str, dict[str, Any]] = {
@@ -140,9 +143,11 @@ ABLATION: dict[str, dict[str, Any]] = {
         snapshot_mode="full", mm_weight=0.0, feat_weight=0.0
     ),
     "defaults, faithful keep with a 0.1 drop": on_02(
-        prune_ratio=FaithfulKeep(max_drop=0.1).plain()
+        prune_ratio=FaithfulKeep(max_drop=0.1, samples=None).plain()
     ),
-    # Over 0.3's defaults (running-statistics teachers): M2KD's own passes measured on
-    # a part of each experience's training pass (docs/benchmarks/run-time.md).
+    # Over 0.3's running-statistics teachers: M2KD's own passes measured on a part of
+    # each experience's training pass (the default since; docs/benchmarks/run-time.md)
+    # or on the whole of it, as before.
     SAMPLED: dict(prune_ratio=FaithfulKeep(samples=1024).plain(), recalibrate_samples=512),
+    WHOLE: dict(prune_ratio=WHOLE_PASS_KEEP, **WHOLE_PASS),
 }

@@ -23,7 +23,10 @@ while herding) counts only in the inner one:
   iCaRL's class means, ...).
 
 It prints, per method, the wall time, each phase's seconds and share of it, and each
-method's wall time over Replay's (``--baseline``), and writes the record with ``--out``:
+method's wall time over Replay's (``--baseline``), and its CPU time (the process's,
+``time.process_time``) over Replay's: a run is one thread, so on a machine shared with
+other jobs the CPU time moves less with their load than the wall time. It writes the
+record with ``--out``:
 
     python -m benchmarks.phase_times --root data --methods replay m2kd er-ace der bic \\
         --stream 5x2 --exemplars 200 --preset memory --out results/phase-times
@@ -225,11 +228,11 @@ def time_run(method: str, cfg: argparse.Namespace, stream: str, seed: int,
     clock = PhaseClock()
     options = None if variant is None else ABLATION[variant]
     with instrumented(clock):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         record = runs.run_one(method, exemplars, stream, seed, cfg, options=options,
                               variant=variant, total_memory=total_memory,
                               plugins=(PhasePlugin(clock),))
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     if clock._open:  # a hook that did not fire: the figures would be wrong
         raise RuntimeError(f"phases left open after the run: {clock._open}")
     seconds = dict(clock.seconds)
@@ -237,6 +240,7 @@ def time_run(method: str, cfg: argparse.Namespace, stream: str, seed: int,
     return dict(
         method=method if variant is None else f"{method}: {variant}",
         wall_s=wall,
+        cpu_s=cpu,
         seconds=seconds,
         budget=record.get("budget"),
         final_accuracy=record.get("final_accuracy"),
@@ -246,12 +250,14 @@ def time_run(method: str, cfg: argparse.Namespace, stream: str, seed: int,
 
 def markdown(record: dict[str, Any]) -> str:
     """The table of a record: a row per method, its wall time, its time over the
-    baseline's, and each phase's share of its wall time."""
+    baseline's, its CPU time over the baseline's (records before it: ``-``), and each
+    phase's share of its wall time."""
     runs = record["runs"]
     base = next((r["wall_s"] for r in runs if r["method"] == record["baseline"]), None)
+    base_cpu = next((r.get("cpu_s") for r in runs if r["method"] == record["baseline"]), None)
     memory = (f"{record['total_memory']:,} bytes of total memory" if record["total_memory"]
               else f"{record['exemplars']} exemplars")
-    head = ["method", "wall s", f"/ {record['baseline']}", *PHASES]
+    head = ["method", "wall s", f"/ {record['baseline']}", "CPU s", "CPU /", *PHASES]
     lines = [
         f"Split Fashion-MNIST {record['stream']}, {record['train_images_per_class']} training "
         f"and {record['test_images_per_class']} test images per class, {record['epochs']} "
@@ -262,8 +268,11 @@ def markdown(record: dict[str, Any]) -> str:
     rows = []
     for r in runs:
         ratio = f"{r['wall_s'] / base:.2f}" if base else "-"
+        cpu = r.get("cpu_s")
+        cpu_ratio = f"{cpu / base_cpu:.2f}" if cpu and base_cpu else "-"
         shares = [f"{100 * r['seconds'][p] / r['wall_s']:.1f}%" for p in PHASES]
-        rows.append([r["method"], f"{r['wall_s']:.1f}", ratio, *shares])
+        rows.append([r["method"], f"{r['wall_s']:.1f}", ratio,
+                     f"{cpu:.1f}" if cpu else "-", cpu_ratio, *shares])
     return "\n".join(lines + records.table(head, rows))
 
 

@@ -450,7 +450,7 @@ FORMAT1 = ROOT / "tests" / "data" / "checkpoint_format1.pt"
 
 #: 0.1.0's defaults that later releases changed, which the checkpoint's configuration holds.
 DEFAULTS_01 = dict(prune_ratio="fair", restore_released_at="next_experience", feat_weight=1.0,
-                   logit_adjustment=1.0, teacher_bn="batch")
+                   logit_adjustment=1.0, teacher_bn="batch", recalibrate_samples=None)
 
 
 def _format1_strategy(**changes):
@@ -460,7 +460,8 @@ def _format1_strategy(**changes):
     ``changes`` replace or drop (``None``) its options."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    options = {k: v for k, v in {**DEFAULTS_01, **changes}.items() if v is not None}
+    dropped = {k for k, v in changes.items() if v is None}
+    options = {k: v for k, v in {**DEFAULTS_01, **changes}.items() if k not in dropped}
     return M2KDStrategy(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
                         train_mb_size=32,
                         evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
@@ -502,6 +503,16 @@ def test_a_checkpoint_with_the_old_logit_adjustment_is_refused_naming_it(digits)
     with pytest.raises(ckpt.CheckpointMismatchError,
                        match=r"logit_adjustment=1\.0 \(this strategy: 0\.75\)"):
         load_checkpoint(_format1_strategy(logit_adjustment=None), FORMAT1, digits.train_stream)
+
+
+def test_a_checkpoint_measured_on_the_whole_pass_is_refused_under_todays_sampling(digits):
+    """Before 0.3 every BatchNorm re-estimation used the whole pass; a config without
+    ``recalibrate_samples`` is read as ``None``, so resuming it under today's default
+    (512) is refused, naming the option."""
+    with pytest.raises(ckpt.CheckpointMismatchError,
+                       match=r"recalibrate_samples=None \(this strategy: 512\)"):
+        load_checkpoint(_format1_strategy(recalibrate_samples=512), FORMAT1,
+                        digits.train_stream)
 
 
 @pytest.mark.parametrize("version, why", [("2", "newer avalanche-m2kd"),

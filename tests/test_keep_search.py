@@ -19,7 +19,7 @@ def test_faithful_keep_tries_parts_of_the_fair_keep_and_the_fair_keep_last():
     assert keep_fraction(schedule, 1, 5) == 0.25  # the most it keeps
     assert validate_prune_ratio(schedule) is schedule
     assert schedule.plain() == {
-        "faithful_keep": {"max_drop": 0.05, "shares": [0.25, 0.5], "samples": None}
+        "faithful_keep": {"max_drop": 0.05, "shares": [0.25, 0.5], "samples": 1024}
     }
     assert FaithfulKeep(**schedule.plain()["faithful_keep"]) == schedule
 

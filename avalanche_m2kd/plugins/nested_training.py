@@ -112,7 +112,7 @@ class NestedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type
         recalibrate_samples: each of those re-estimations uses the first
             mini-batches of a pass over the loader (which shuffles: a random
             subset), whole mini-batches until at least this many samples, an int >=
-            1; ``None`` (default): the whole pass.
+            1 (default 512, ours); ``None``: the whole pass.
 
     Attributes:
         keep_searches: with a ``FaithfulKeep``, one entry per pruning: the

@@ -53,6 +53,7 @@ def test_runs_split_into_phases(fmnist_root, tmp_path, capsys, rendered):
     runs = {r["method"]: r for r in record["runs"]}
     for r in runs.values():
         assert sum(r["seconds"].values()) == pytest.approx(r["wall_s"])
+        assert r["cpu_s"] > 0
         assert all(r["seconds"][p] >= 0 for p in PHASES if p != "other")
         assert r["seconds"]["data"] > 0 and r["seconds"]["student"] > 0
         assert r["seconds"]["evaluation"] > 0 and r["seconds"]["exemplars"] > 0
@@ -78,3 +79,19 @@ def test_ablation_variants_are_timed_after_the_methods(fmnist_root, capsys):
     assert names == ["replay", f"m2kd: {variant}"]
     assert record["runs"][1]["seconds"]["teachers"] > 0
     assert f"| m2kd: {variant} |" in capsys.readouterr().out
+
+
+def test_the_table_gives_cpu_ratios_and_a_dash_for_records_without_cpu_times():
+    seconds = {p: 0.0 for p in PHASES}
+    record = dict(stream="5x2", train_images_per_class=6, test_images_per_class=3, epochs=1,
+                  total_memory=None, exemplars=10, seed=0, backbone="cnn", threads=1,
+                  baseline="replay", runs=[
+                      dict(method="replay", wall_s=10.0, cpu_s=8.0, seconds=seconds),
+                      dict(method="m2kd", wall_s=15.0, cpu_s=10.0, seconds=seconds)])
+    rows = phase_times.markdown(record).splitlines()
+    assert "| CPU s | CPU / |" in rows[2]
+    assert rows[-1].startswith("| m2kd | 15.0 | 1.50 | 10.0 | 1.25 |")
+    for r in record["runs"]:
+        del r["cpu_s"]
+    last = phase_times.markdown(record).splitlines()[-1]
+    assert last.startswith("| m2kd | 15.0 | 1.50 | - | - |")
