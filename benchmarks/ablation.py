@@ -19,9 +19,11 @@ __all__ = ["ABLATION", "FAITHFUL_KEEP", "SAMPLED", "WHOLE", "late_shares"]
 #: M2KD ablation variants: ``M2KDStrategy`` options on top of the defaults (nested
 #: store, ``own`` slice, head-input features, logit adjustment). The ``"defaults"``
 #: variants ran under 0.2's defaults, with batch-statistics teachers, and spell that
-#: out (:func:`~benchmarks.past_defaults.on_02`); today's defaults, with
-#: running-statistics teachers, are ``"defaults, teachers with running BN statistics"``
-#: and the headline's ``m2kd``. ``teacher_dtype``
+#: out (:func:`~benchmarks.past_defaults.on_02`, the whole pass measured too).
+#: ``"defaults, teachers with running BN statistics"`` and :data:`WHOLE` are the
+#: defaults before the keep search and the BatchNorm re-estimation measured on a part
+#: of the pass; today's defaults are :data:`SAMPLED` (and ``m2kd`` in records run after
+#: commit e103098). ``teacher_dtype``
 #: and ``mixed_precision`` are names of ``torch`` dtypes (records are JSON), turned
 #: into dtypes by :class:`benchmarks.methods.m2kd.M2KDMethod`. The component
 #: variants fix ``teacher_slice="cumulative"``: they were measured before ``own``
