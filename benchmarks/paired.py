@@ -20,14 +20,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.stats import PAIRED_METRICS, Interval, mean_interval
+from benchmarks.stats import PAIRED_METRICS, Interval, paired_differences
 
 __all__ = ["main", "paired"]
 
 
 def paired(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]],
            metric: str) -> Interval | None:
-    """``a`` minus ``b`` on ``metric``, paired by ``seed`` (``None``: no seed in common).
+    """``a`` minus ``b`` on ``metric``, paired by ``seed`` (``None``: no seed in common):
+    :func:`benchmarks.stats.paired_differences` with the two sets as two variants.
 
     Example:
         >>> a = [dict(seed=s, final_accuracy=0.80 + 0.01 * s) for s in range(3)]
@@ -35,12 +36,8 @@ def paired(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]],
         >>> paired(a, b, "final_accuracy").text()  # seeds 1 and 2
         '0.020 ± 0.000'
     """
-    first = {r["seed"]: r[metric] for r in a if r.get(metric) is not None}
-    second = {r["seed"]: r[metric] for r in b if r.get(metric) is not None}
-    seeds = sorted(set(first) & set(second))
-    if not seeds:
-        return None
-    return mean_interval(first[s] - second[s] for s in seeds)
+    tagged = [{**r, "variant": "a"} for r in a] + [{**r, "variant": "b"} for r in b]
+    return paired_differences(tagged, "a", "b", metric)
 
 
 def _load(paths: Sequence[str]) -> list[dict[str, Any]]:

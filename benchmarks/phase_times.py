@@ -253,8 +253,8 @@ def markdown(record: dict[str, Any]) -> str:
     baseline's, its CPU time over the baseline's (records before it: ``-``), and each
     phase's share of its wall time."""
     runs = record["runs"]
-    base = next((r["wall_s"] for r in runs if r["method"] == record["baseline"]), None)
-    base_cpu = next((r.get("cpu_s") for r in runs if r["method"] == record["baseline"]), None)
+    baseline: dict[str, Any] = next((r for r in runs if r["method"] == record["baseline"]), {})
+    base, base_cpu = baseline.get("wall_s"), baseline.get("cpu_s")
     memory = (f"{record['total_memory']:,} bytes of total memory" if record["total_memory"]
               else f"{record['exemplars']} exemplars")
     head = ["method", "wall s", f"/ {record['baseline']}", "CPU s", "CPU /", *PHASES]

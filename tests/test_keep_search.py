@@ -143,23 +143,23 @@ def _measured_samples(strategy_factory, experiences):
     return strategy, seen
 
 
+def _measuring_on(conv_net, samples):
+    """A seeded M2KD whose keep search and re-estimations measure on ``samples``."""
+    torch.manual_seed(0)
+    model = conv_net()
+    return M2KDStrategy(
+        model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        train_mb_size=32, train_epochs=2, mem_size=40,
+        prune_ratio=FaithfulKeep(samples=samples), recalibrate_samples=samples,
+    )
+
+
 def test_the_search_and_the_re_estimation_measure_on_the_samples_asked_for(
     digits_images, conv_net
 ):
-    def build(samples):
-        def factory():
-            torch.manual_seed(0)
-            model = conv_net()
-            return M2KDStrategy(
-                model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-                train_mb_size=32, train_epochs=2, mem_size=40,
-                prune_ratio=FaithfulKeep(samples=samples), recalibrate_samples=samples,
-            )
-        return factory
-
     experiences = digits_images.train_stream[:2]
-    _, whole = _measured_samples(build(None), experiences)
-    strategy, few = _measured_samples(build(40), experiences)
+    _, whole = _measured_samples(lambda: _measuring_on(conv_net, None), experiences)
+    strategy, few = _measured_samples(lambda: _measuring_on(conv_net, 40), experiences)
     # whole mini-batches of 32 until at least 40 samples: two
     assert few["search"] == [64, 64] and set(few["batchnorm"]) == {64}
     assert all(n > 64 for n in whole["search"] + whole["batchnorm"])
@@ -170,13 +170,7 @@ def test_the_search_and_the_re_estimation_measure_on_the_samples_asked_for(
 
 def test_as_many_samples_as_the_pass_holds_changes_nothing(digits_images, conv_net):
     def run(samples):
-        torch.manual_seed(0)
-        model = conv_net()
-        strategy = M2KDStrategy(
-            model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-            train_mb_size=32, train_epochs=2, mem_size=40,
-            prune_ratio=FaithfulKeep(samples=samples), recalibrate_samples=samples,
-        )
+        strategy = _measuring_on(conv_net, samples)
         for exp in digits_images.train_stream[:2]:
             strategy.train(exp)
         return strategy
