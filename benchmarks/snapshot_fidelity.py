@@ -1,7 +1,7 @@
 """How close each nested snapshot is to the dense model it was pruned from.
 
 For every experience ``k`` of a Split Fashion-MNIST run of ``M2KDStrategy`` (nested
-store, its defaults otherwise), this records, on the test images of the classes
+store, 0.1's defaults otherwise, :data:`OPTIONS`), this records, on the test images of the classes
 seen so far and of experience ``k``'s own classes:
 
 * the dense model's accuracy just before pruning (eval mode, its running statistics);
@@ -42,6 +42,13 @@ from torch import nn  # noqa: E402
 from avalanche_m2kd import M2KDStrategy  # noqa: E402
 from avalanche_m2kd.data.fmnist import split_fmnist  # noqa: E402
 from benchmarks.backbones import make_backbone  # noqa: E402
+from benchmarks.past_defaults import on_01  # noqa: E402
+
+#: The options the committed records (``benchmarks/results/snapshot-fidelity``) ran
+#: under: 0.1's defaults, which later releases changed (fair shares, sparse between
+#: experiences, feature weight 1, batch-statistics teachers, the whole pass), so that
+#: they reproduce whatever today's defaults are. ``recalibrate_bn`` is set per run.
+OPTIONS: dict[str, Any] = on_01()
 
 
 @torch.no_grad()
@@ -121,10 +128,11 @@ def run(root: str, stream: str, seed: int, recalibrate_bn: bool, mem_size: int, 
     n_first = len(benchmark.train_stream[0].classes_in_this_experience)
     model = make_backbone("cnn", in_channels=1, n_classes=10, initial_classes=n_first)
     fidelity = _Fidelity(x, y)
+    options = {**OPTIONS, "recalibrate_bn": recalibrate_bn}
     strategy = M2KDStrategy(
         model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4),
         train_mb_size=64, train_epochs=epochs, eval_mb_size=256, mem_size=mem_size,
-        recalibrate_bn=recalibrate_bn, evaluator=EvaluationPlugin(loggers=[]), plugins=[fidelity],
+        evaluator=EvaluationPlugin(loggers=[]), plugins=[fidelity], **options,
     )
     fidelity.watch(strategy)
     start = time.time()
@@ -132,7 +140,7 @@ def run(root: str, stream: str, seed: int, recalibrate_bn: bool, mem_size: int, 
         strategy.train(exp)
     seen = [r["snapshot_seen"] for r in fidelity.rows]
     return {"stream": stream, "seed": seed, "class_order": order, "recalibrate_bn": recalibrate_bn,
-            "mem_size": mem_size, "epochs": epochs, "rows": fidelity.rows,
+            "mem_size": mem_size, "epochs": epochs, "options": options, "rows": fidelity.rows,
             "average_incremental": sum(seen) / len(seen), "final": seen[-1],
             "seconds": round(time.time() - start, 1)}
 
