@@ -382,8 +382,11 @@ def test_nan_inputs_are_named_as_the_cause(mlp):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_student(digits_images, conv_net, dtype):
-    # seeded: unseeded, the start depended on the tests before it, and bf16 on 2 threads
-    # (no OMP_NUM_THREADS, as CI runs) scored 0.578 from seed 0; seeds 1-3 pass both ways
+    # Seeded, or the start depends on the tests run before it. The bar is twice chance:
+    # these 4-epoch runs spread by seed, float32's own included. On 2 threads (as CI
+    # runs), seeds 0-7 score 0.583-0.817 in float32, 0.578-0.849 in bfloat16 and
+    # 0.670-0.844 in float16 (seed 0: 0.583 / 0.578 / 0.674, under the old bar of 0.6):
+    # python -m benchmarks.mixed_precision_seeds --seeds 0 1 2 3 4 5 6 7 --threads 2
     torch.manual_seed(1)
     model = conv_net()
     strategy = M2KDStrategy(
@@ -403,7 +406,7 @@ def test_mixed_precision_student(digits_images, conv_net, dtype):
         strategy.train(exp)
     assert set(seen) == {torch.float32}  # losses see float32 logits
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
-    assert strategy.eval(digits_images.test_stream[:2])[ACC] > 0.6  # chance is 1/4
+    assert strategy.eval(digits_images.test_stream[:2])[ACC] > 0.5  # chance is 1/4
     if dtype == torch.float16:
         assert strategy.grad_scaler is not None
         assert 0 < strategy.grad_scaler.get_scale() < float("inf")
