@@ -382,3 +382,21 @@ def test_memory_report_has_one_step_table_per_total_with_every_method():
     assert "| m2kd | – / 0.90 | 0.60 / 0.75 |" in one
     assert "| replay | – / 0.90 | 0.60 / 0.95 |" in one
     assert "2,000 bytes in all: old / new-class" in text
+
+
+def test_whole_pass_variant_builds_the_running_bn_variants_strategy():
+    """Two names, one configuration: WHOLE's records and RUNNING_BN's are the same runs;
+    SAMPLED is today's defaults."""
+    from benchmarks.ablation import RUNNING_BN, SAMPLED, WHOLE
+    from benchmarks.methods import METHODS, Setting
+
+    setting = Setting(
+        n_classes=10, experience_classes=(tuple(range(5)), tuple(range(5, 10))), width=4
+    )
+
+    def config(name):
+        options = compare.ABLATION[name] if name else None
+        return METHODS["m2kd"].build(10, setting, options).m2kd_config
+
+    assert config(WHOLE) == config(RUNNING_BN)
+    assert config(SAMPLED) == config(None) != config(WHOLE)
