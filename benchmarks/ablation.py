@@ -172,4 +172,9 @@ ABLATION: dict[str, dict[str, Any]] = {
     "defaults (part of the pass), no fine-tune after pruning": dict(
         **_PART, post_prune_epochs=0
     ),
+    # A keep search that tolerates what the fine-tune wins back: keeps less on the early
+    # experiences, more free weights for the late ones of a long stream.
+    "defaults (part of the pass), faithful keep with a 0.1 drop": dict(
+        _PART, prune_ratio=FaithfulKeep(max_drop=0.1, samples=1024).plain()
+    ),
 }
